@@ -1,0 +1,1 @@
+//! Runs Kiln's services: dependencies, start conditions, restarts with backoff, health, cgroups, logs.

@@ -1,0 +1,1 @@
+//! Boots Kiln images in QEMU, reads the serial console and drives QEMU over QMP.
