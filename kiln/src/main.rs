@@ -1,1 +1,45 @@
-fn main() {}
+//! `kiln`: the one binary on a Kiln node. Every on-node program is a
+//! personality of it, picked by argv[0] (like busybox) or by the first
+//! argument: `kiln <personality> …`. One binary keeps the image small.
+//! As PID 1 it is always the init personality.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: kiln <personality> [args…]   (or run it under a personality's name)
+
+personalities:
+  init    PID 1: boots the node and supervises its services (only as PID 1)
+";
+
+fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        kiln_init::run();
+    }
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    let name = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let personality = if name == "kiln" { args.next() } else { Some(name) };
+    match personality.as_deref() {
+        Some("init") => {
+            eprintln!("kiln init: must run as PID 1 (it mounts filesystems and powers the machine off)");
+            ExitCode::from(2)
+        }
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("kiln: unknown personality {other:?}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,242 @@
-fn main() {}
+//! `cargo xtask`: everything a developer or CI runs, from a fresh machine.
+//!
+//! - `setup`: installs what is missing (QEMU and firmware, the aarch64 cross
+//!   toolchain, filesystem tools the tests use).
+//! - `build`: the static `kiln` binary and the images for one or both arches.
+//! - `demo`: builds the x86_64 image and boots it in QEMU on this terminal.
+//! - `test`: every check CI runs.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use argh::FromArgs;
+
+/// Kiln's build and test entry points.
+#[derive(FromArgs)]
+struct Args {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Setup(SetupCmd),
+    Build(BuildCmd),
+    Demo(DemoCmd),
+    Test(TestCmd),
+}
+
+/// Install everything the build and the tests need that is missing (apt).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "setup")]
+struct SetupCmd {}
+
+/// Build the static userland and the bootable images into out/<arch>/.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "build")]
+struct BuildCmd {
+    /// x86_64, aarch64 or all (default: x86_64)
+    #[argh(option, default = "String::from(\"x86_64\")")]
+    arch: String,
+}
+
+/// Build the x86_64 image and boot it in QEMU with its console on this
+/// terminal (UEFI → systemd-boot → Kiln). Quit with ctrl-a x.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "demo")]
+struct DemoCmd {
+    /// x86_64 (default) or aarch64
+    #[argh(option, default = "String::from(\"x86_64\")")]
+    arch: String,
+    /// size of the virtual disk in GiB (EPHEMERAL grows to fill it; default 4)
+    #[argh(option, default = "4")]
+    disk_gib: u64,
+}
+
+/// Run every check CI runs: format, lints, host tests, both images, QEMU boots.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "test")]
+struct TestCmd {
+    /// skip the QEMU boot tests (host checks only)
+    #[argh(switch)]
+    no_qemu: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    fn parse_list(s: &str) -> Result<Vec<Arch>> {
+        Ok(match s {
+            "x86_64" => vec![Arch::X86_64],
+            "aarch64" => vec![Arch::Aarch64],
+            "all" => vec![Arch::X86_64, Arch::Aarch64],
+            other => bail!("--arch: expected x86_64, aarch64 or all, got {other:?}"),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+    fn triple(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Args = argh::from_env();
+    let root = repo_root()?;
+    std::env::set_current_dir(&root)?;
+    match args.cmd {
+        Cmd::Setup(_) => setup::run(),
+        Cmd::Build(b) => {
+            setup::run()?;
+            for arch in Arch::parse_list(&b.arch)? {
+                build(&root, arch)?;
+            }
+            Ok(())
+        }
+        Cmd::Demo(d) => {
+            setup::run()?;
+            let arch = match Arch::parse_list(&d.arch)?.as_slice() {
+                [one] => *one,
+                _ => bail!("--arch: the demo boots one architecture"),
+            };
+            build(&root, arch)?;
+            demo(&root, arch, d.disk_gib)
+        }
+        Cmd::Test(t) => test(&root, t.no_qemu),
+    }
+}
+
+fn repo_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("xtask has no parent directory")?.to_path_buf())
+}
+
+/// Runs a command, echoing it, and fails with its exit status.
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", render(cmd));
+    let status = cmd.status().with_context(|| format!("cannot start {}", render(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", render(cmd));
+    }
+    Ok(())
+}
+
+fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn step(title: &str) {
+    eprintln!("\n==> {title}");
+}
+
+/// Builds the static `kiln` binary for `arch` with Debian's toolchain (it
+/// carries std for both arches; rustup cannot add targets here) and then the
+/// images with `kiln-image`.
+fn build(root: &Path, arch: Arch) -> Result<()> {
+    step(&format!("building the kiln userland for {}", arch.name()));
+    // Node builds use another compiler than host builds: keep them apart.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("node");
+    run(Command::new("/usr/bin/cargo")
+        .args(["build", "--release", "--locked", "-p", "kiln", "--target", arch.triple()])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTC", "/usr/bin/rustc")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static"))?;
+    let binary = target_dir.join(arch.triple()).join("release/kiln");
+
+    step(&format!("building the {} image", arch.name()));
+    let out = root.join("out").join(arch.name());
+    run(Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--locked", "-p", "kiln-image", "--", "build", "--arch", arch.name()])
+        .args(["--spec", "configs/image.toml"])
+        .arg("--kiln-binary")
+        .arg(&binary)
+        .arg("--out")
+        .arg(&out))?;
+    eprintln!("image ready in {}", out.display());
+    Ok(())
+}
+
+/// Boots the freshly built disk image in QEMU with the console attached.
+fn demo(root: &Path, arch: Arch, disk_gib: u64) -> Result<()> {
+    step("booting in QEMU (TCG; this takes a minute). Quit: ctrl-a x");
+    let out = root.join("out").join(arch.name());
+    let work = root.join("target/demo").join(arch.name());
+    std::fs::create_dir_all(&work)?;
+    let disk = work.join("disk.raw");
+    std::fs::copy(out.join(format!("kiln-{}.raw", arch.name())), &disk)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)?
+        .set_len(disk_gib << 30)?;
+    let (qemu, code, vars, machine): (&str, &str, &str, &[&str]) = match arch {
+        Arch::X86_64 => (
+            "qemu-system-x86_64",
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            &["-M", "q35"],
+        ),
+        Arch::Aarch64 => (
+            "qemu-system-aarch64",
+            "/usr/share/AAVMF/AAVMF_CODE.fd",
+            "/usr/share/AAVMF/AAVMF_VARS.fd",
+            &["-M", "virt", "-cpu", "max"],
+        ),
+    };
+    let vars_copy = work.join("vars.fd");
+    std::fs::copy(vars, &vars_copy)?;
+    run(Command::new(qemu)
+        .args(machine)
+        .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()))
+        .arg("-drive")
+        .arg(format!("if=virtio,format=raw,file={}", disk.display()))
+        .args(["-nic", "user,model=virtio-net-pci"]))
+}
+
+/// Everything CI runs, in order of cost: cheap checks first.
+fn test(root: &Path, no_qemu: bool) -> Result<()> {
+    setup::run()?;
+    step("format");
+    run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    step("lints");
+    run(Command::new("cargo").args(["clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step("host tests");
+    run(Command::new("cargo").args(["test", "--locked", "--workspace", "--exclude", "kiln-qemu-tests"]))?;
+    if no_qemu {
+        return Ok(());
+    }
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        build(root, arch)?;
+    }
+    step("QEMU boot tests");
+    run(Command::new("cargo")
+        .args(["test", "--locked", "-p", "kiln-qemu-tests", "--", "--test-threads=1"])
+        .env("KILN_OUT_DIR", root.join("out")))
+}
