@@ -1,0 +1,103 @@
+//! Coldplug: the drivers for devices the kernel found before anyone was
+//! listening for hotplug events. Every device in sysfs has a `modalias`;
+//! the modules whose aliases match it are its drivers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use tracing::debug;
+
+use crate::{Kmod, Loader};
+
+/// What coldplug did, over all its rounds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ColdplugReport {
+    /// Distinct modaliases seen.
+    pub devices: usize,
+    /// Modaliases that matched at least one module.
+    pub matched: usize,
+    /// Modules inserted (dependencies included), in order.
+    pub loaded: Vec<String>,
+    /// Matching modules that were already present.
+    pub already_present: Vec<String>,
+    /// Modules that failed, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+impl<L: Loader> Kmod<L> {
+    /// Loads the drivers for every device under `sys/devices`, repeating
+    /// while loading drivers reveals new devices (a bus driver exposes the
+    /// devices behind it), at most `max_rounds` times.
+    pub fn coldplug_until_stable(&mut self, sys: &Path, max_rounds: usize) -> ColdplugReport {
+        let mut report = ColdplugReport::default();
+        let mut seen = BTreeSet::new();
+        for _ in 0..max_rounds {
+            let mut aliases = BTreeSet::new();
+            collect_modaliases(&sys.join("devices"), &mut aliases);
+            let fresh: Vec<String> = aliases.difference(&seen).cloned().collect();
+            if fresh.is_empty() {
+                break;
+            }
+            seen.extend(fresh.iter().cloned());
+            self.coldplug_aliases(&fresh, &mut report);
+        }
+        report.devices = seen.len();
+        report
+    }
+
+    /// One round over `sys/devices`.
+    pub fn coldplug(&mut self, sys: &Path) -> ColdplugReport {
+        self.coldplug_until_stable(sys, 1)
+    }
+
+    fn coldplug_aliases(&mut self, aliases: &[String], report: &mut ColdplugReport) {
+        let mut wanted: Vec<String> = Vec::new();
+        for alias in aliases {
+            let modules = self.index.match_alias(alias);
+            if !modules.is_empty() {
+                report.matched += 1;
+            }
+            for m in modules {
+                if !wanted.contains(&m) {
+                    wanted.push(m);
+                }
+            }
+        }
+        for module in wanted {
+            if self.is_loaded(&module) {
+                continue;
+            }
+            match self.load(&module) {
+                Ok(r) => {
+                    report.loaded.extend(r.inserted);
+                    report.already_present.extend(r.already_present);
+                }
+                Err(e) => report.failed.push((module, e.to_string())),
+            }
+        }
+    }
+}
+
+/// Every `modalias` file's contents below `dir`. Symlinks are not followed:
+/// sysfs is full of them, and of loops.
+fn collect_modaliases(dir: &Path, out: &mut BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            collect_modaliases(&entry.path(), out);
+        } else if kind.is_file() && entry.file_name() == "modalias" {
+            match std::fs::read_to_string(entry.path()) {
+                Ok(s) if !s.trim().is_empty() => {
+                    out.insert(s.trim().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => debug!(path = %entry.path().display(), "unreadable modalias: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Kmod's loading logic over a fixture index, with a loader that records
+//! what would be inserted; plus one load through the real kernel.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use kiln_kmod::{Error, KernelLoader, Kmod, LoadError, Loader, ModuleIndex};
+
+/// Records inserted files; fails for names in `broken`, says EEXIST for `present`.
+#[derive(Default)]
+struct Recorder {
+    inserted: RefCell<Vec<String>>,
+    broken: Vec<&'static str>,
+    present: Vec<&'static str>,
+}
+
+impl Loader for &Recorder {
+    fn load_module(&self, path: &Path, _params: &str) -> Result<(), LoadError> {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if self.broken.contains(&name.as_str()) {
+            return Err(LoadError::Kernel(std::io::Error::from_raw_os_error(
+                ENOEXEC,
+            )));
+        }
+        if self.present.contains(&name.as_str()) {
+            return Err(LoadError::AlreadyLoaded);
+        }
+        self.inserted.borrow_mut().push(name);
+        Ok(())
+    }
+}
+
+const ENOEXEC: i32 = 8;
+
+fn index() -> (tempfile::TempDir, ModuleIndex) {
+    let dir = tempfile::tempdir().unwrap();
+    let w = |n: &str, s: &str| std::fs::write(dir.path().join(n), s).unwrap();
+    w(
+        "modules.dep",
+        "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko\n\
+         kernel/drivers/virtio/virtio_pci_modern_dev.ko:\n\
+         kernel/drivers/block/virtio_blk.ko:\n\
+         kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n\
+         kernel/net/core/failover.ko:\n",
+    );
+    w(
+        "modules.alias",
+        "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
+         alias virtio:d00000002v* virtio_blk\n\
+         alias virtio:d00000001v* virtio_net\n",
+    );
+    let index = ModuleIndex::load(dir.path()).unwrap();
+    (dir, index)
+}
+
+/// A fake /sys: a PCI device whose driver reveals a virtio device.
+fn sys_tree(root: &Path) -> PathBuf {
+    let pci = root.join("devices/pci0000:00/0000:00:04.0");
+    std::fs::create_dir_all(&pci).unwrap();
+    std::fs::write(
+        pci.join("modalias"),
+        "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00\n",
+    )
+    .unwrap();
+    // A symlink loop like sysfs's subsystem links: must not be followed.
+    std::os::unix::fs::symlink(root.join("devices"), pci.join("subsystem")).unwrap();
+    pci
+}
+
+#[test]
+fn load_inserts_dependencies_first_and_only_once() {
+    let (_d, index) = index();
+    let rec = Recorder::default();
+    let mut kmod = Kmod::new(index, &rec);
+    let r = kmod.load("virtio-net").unwrap();
+    assert_eq!(r.inserted, ["failover", "virtio_net"]);
+    let r = kmod.load("virtio_net").unwrap();
+    assert!(r.inserted.is_empty());
+    assert_eq!(r.already_present, ["virtio_net"]);
+    assert_eq!(*rec.inserted.borrow(), ["failover", "virtio_net"]);
+}
+
+#[test]
+fn eexist_is_success_and_a_failing_dependency_is_named() {
+    let (_d, index) = index();
+    let rec = Recorder {
+        present: vec!["virtio_pci_modern_dev"],
+        ..Default::default()
+    };
+    let mut kmod = Kmod::new(index, &rec);
+    let r = kmod.load("virtio_pci").unwrap();
+    assert_eq!(r.inserted, ["virtio_pci"]);
+    assert_eq!(r.already_present, ["virtio_pci_modern_dev"]);
+
+    let (_d, index) = self::index();
+    let rec = Recorder {
+        broken: vec!["failover"],
+        ..Default::default()
+    };
+    let mut kmod = Kmod::new(index, &rec);
+    match kmod.load("virtio_net") {
+        Err(Error::Load { module, file, .. }) => {
+            assert_eq!(module, "virtio_net");
+            assert!(file.ends_with("failover.ko"));
+        }
+        other => panic!("expected a load error, got {other:?}"),
+    }
+    assert!(matches!(kmod.load("nope"), Err(Error::UnknownModule(_))));
+}
+
+#[test]
+fn coldplug_follows_new_devices_until_stable() {
+    let (_d, index) = index();
+    let sys = tempfile::tempdir().unwrap();
+    let pci = sys_tree(sys.path());
+    let rec = Recorder::default();
+    let mut kmod = Kmod::new(index, &rec);
+    let first = kmod.coldplug(sys.path());
+    assert_eq!(first.loaded, ["virtio_pci_modern_dev", "virtio_pci"]);
+    assert_eq!((first.devices, first.matched), (1, 1));
+
+    // The PCI driver "probes" and a virtio block device appears behind it.
+    let vdev = pci.join("virtio0");
+    std::fs::create_dir_all(&vdev).unwrap();
+    std::fs::write(vdev.join("modalias"), "virtio:d00000002v00001AF4\n").unwrap();
+    let report = kmod.coldplug_until_stable(sys.path(), 5);
+    assert_eq!(report.loaded, ["virtio_blk"]);
+    assert_eq!(report.devices, 2);
+    assert!(report.failed.is_empty());
+}
+
+#[test]
+fn coldplug_reports_failures_and_goes_on() {
+    let (_d, index) = index();
+    let sys = tempfile::tempdir().unwrap();
+    let pci = sys_tree(sys.path());
+    let net = pci.join("virtio1");
+    std::fs::create_dir_all(&net).unwrap();
+    std::fs::write(net.join("modalias"), "virtio:d00000001v00001AF4\n").unwrap();
+    let rec = Recorder {
+        broken: vec!["failover"],
+        ..Default::default()
+    };
+    let mut kmod = Kmod::new(index, &rec);
+    let report = kmod.coldplug(sys.path());
+    assert_eq!(report.loaded, ["virtio_pci_modern_dev", "virtio_pci"]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, "virtio_net");
+}
+
+/// The real system call on this host: a file that is not a module is
+/// refused by the kernel, a missing file before it.
+#[test]
+fn kernel_loader_talks_to_the_real_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.ko");
+    std::fs::write(&bogus, b"not an ELF module").unwrap();
+    match KernelLoader.load_module(&bogus, "") {
+        Err(LoadError::Kernel(e)) => {
+            // ENOEXEC/EINVAL as root; EPERM without CAP_SYS_MODULE; ENOSYS in
+            // a sandbox with no module loading (real loads are checked in QEMU).
+            assert!(
+                matches!(e.raw_os_error(), Some(8) | Some(22) | Some(1) | Some(38)),
+                "{e}"
+            );
+        }
+        other => panic!("the kernel accepted garbage: {other:?}"),
+    }
+    assert!(matches!(
+        KernelLoader.load_module(&dir.path().join("missing.ko"), ""),
+        Err(LoadError::Open(_))
+    ));
+}
