@@ -1,0 +1,236 @@
+//! Boots the built images (`cargo xtask build --arch all`, found through
+//! `KILN_OUT_DIR`) the way a server would and checks each step of the boot
+//! on the serial console. Each architecture boots three times:
+//!
+//! 1. UEFI → systemd-boot → Kiln from a disk bigger than the image: modules,
+//!    read-only root, EPHEMERAL grown, STATE and EPHEMERAL mounted, services
+//!    up, a hot-plugged device gets its driver, `system_powerdown` shuts down
+//!    in order and QEMU exits by itself; the filesystems are clean.
+//! 2. The same disk again: nothing to grow, the data written on the first
+//!    boot is still there.
+//! 3. The PXE set booted directly (`-kernel/-initrd/-append`) with no disk:
+//!    the same services with /var on tmpfs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kiln_qemu_tests::{prepare_disk, Arch, Boot, Machine, MachineConfig};
+use regex::Regex;
+
+/// Under TCG a full UEFI boot takes 20–60 s; leave room for a loaded CI box.
+const BOOT: Duration = Duration::from_secs(240);
+const STEP: Duration = Duration::from_secs(60);
+const DISK_BYTES: u64 = 2 << 30;
+
+fn out_dir(arch: Arch) -> PathBuf {
+    let base = std::env::var_os("KILN_OUT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../out"));
+    let dir = base.join(arch.name());
+    assert!(
+        dir.join("manifest.json").exists(),
+        "no image in {}: run `cargo xtask build --arch all` first",
+        dir.display()
+    );
+    dir
+}
+
+fn re(s: &str) -> Regex {
+    Regex::new(s).expect("test regex")
+}
+
+/// Waits for `pattern` and returns its first capture group (or the line).
+fn expect(m: &mut Machine, pattern: &str, timeout: Duration) -> String {
+    match m.wait_for(&re(pattern), timeout) {
+        Ok(found) => found
+            .captures
+            .get(1)
+            .cloned()
+            .flatten()
+            .unwrap_or(found.line),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Every phase of the boot must report done, none failed.
+fn expect_phases(m: &mut Machine) {
+    for phase in [
+        "early-mounts",
+        "kernel-modules",
+        "root-image",
+        "system-mounts",
+        "disks",
+        "identity",
+        "entropy",
+    ] {
+        expect(m, &format!(r#"phase done phase="{phase}""#), BOOT);
+    }
+    assert!(
+        !m.console().contains("phase failed"),
+        "a boot phase failed:\n{}",
+        m.console()
+    );
+}
+
+/// Powers the machine off with the ACPI button and checks the orderly path.
+fn power_off(m: &mut Machine, with_disk: bool) {
+    m.system_powerdown().expect("QMP system_powerdown");
+    expect(m, "power button pressed", STEP);
+    expect(m, "services stopped", STEP);
+    if with_disk {
+        expect(m, "unmounted /var cleanly", STEP);
+        expect(m, "unmounted /system/state cleanly", STEP);
+    }
+    expect(m, "powering off", STEP);
+    m.wait_exit(STEP).expect("QEMU exits after power-off");
+}
+
+/// `e2fsck -fn` on a partition of the raw disk, extracted by offset.
+fn assert_fs_clean(disk: &Path, part: u32) {
+    let table = Command::new("sgdisk")
+        .arg("-i")
+        .arg(part.to_string())
+        .arg(disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    let sector = |key: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("sgdisk: no {key}:\n{text}"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let (first, last) = (sector("First sector"), sector("Last sector"));
+    let img = disk.with_extension(format!("p{part}"));
+    let status = Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", img.display()))
+        .args([
+            "bs=512",
+            &format!("skip={first}"),
+            &format!("count={}", last - first + 1),
+            "status=none",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "partition {part} not clean after shutdown:\n{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    std::fs::remove_file(img).unwrap();
+}
+
+fn disk_boot_twice(arch: Arch) {
+    let out = out_dir(arch);
+    let work = tempfile::tempdir().unwrap();
+    let disk = work.path().join("disk.raw");
+    prepare_disk(
+        &out.join(format!("kiln-{}.raw", arch.name())),
+        &disk,
+        DISK_BYTES,
+    )
+    .unwrap();
+
+    // First boot: grows EPHEMERAL to the 2 GiB disk.
+    let mut m = Machine::launch(
+        MachineConfig::new(arch, Boot::Uefi)
+            .disk(&disk)
+            .hotplug_slot(true),
+    )
+    .unwrap();
+    expect(&mut m, r"Kiln \S+ PID 1 starting", BOOT);
+    expect_phases(&mut m);
+    let loaded = expect(&mut m, r"modules loaded.*loaded=\[([^\]]*)\]", STEP);
+    assert!(
+        loaded.contains("virtio_blk"),
+        "virtio_blk not loaded by coldplug: {loaded}"
+    );
+    assert!(m.console().contains("root image mounted read-only"));
+    expect(
+        &mut m,
+        "grew EPHEMERAL partition to the end of the disk",
+        STEP,
+    );
+    let mib: u64 = expect(&mut m, r"ephemeral_mib=(\d+)", STEP)
+        .parse()
+        .unwrap();
+    assert!(mib > 1700, "EPHEMERAL is {mib} MiB on a 2 GiB disk");
+    expect(&mut m, "boot_count=1", STEP);
+    let id = expect(&mut m, r"machine_id=([0-9a-f]{32})", STEP);
+    expect(
+        &mut m,
+        r#"service="hotplug".*state=Running|hotplug.*Running"#,
+        STEP,
+    );
+    expect(&mut m, "boot complete", STEP);
+    // A device plugged in after boot gets its driver from the hotplug service.
+    m.device_add_virtio_rng().expect("QMP device_add");
+    expect(
+        &mut m,
+        r#"module="virtio_rng".*driver loaded|driver loaded.*virtio_rng"#,
+        STEP,
+    );
+    power_off(&mut m, true);
+    drop(m);
+    assert_fs_clean(&disk, 2);
+    assert_fs_clean(&disk, 3);
+
+    // Second boot of the same disk: nothing to grow, data intact.
+    let mut m = Machine::launch(MachineConfig::new(arch, Boot::Uefi).disk(&disk)).unwrap();
+    expect_phases(&mut m);
+    expect(&mut m, "boot_count=2", STEP);
+    let id2 = expect(&mut m, r"machine_id=([0-9a-f]{32})", STEP);
+    assert_eq!(id, id2, "machine id not kept on STATE");
+    expect(&mut m, "boot complete", STEP);
+    assert!(
+        !m.console().contains("grew EPHEMERAL"),
+        "grew again on the second boot"
+    );
+    power_off(&mut m, true);
+}
+
+fn pxe_boot(arch: Arch) {
+    let out = out_dir(arch);
+    let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
+    let boot = Boot::Direct {
+        kernel: out.join("vmlinuz"),
+        initrd: out.join("initramfs.img"),
+        cmdline: cmdline.trim().to_string(),
+    };
+    let mut m = Machine::launch(MachineConfig::new(arch, boot)).unwrap();
+    expect(&mut m, r"Kiln \S+ PID 1 starting", BOOT);
+    expect(&mut m, "/var is tmpfs", BOOT);
+    expect_phases(&mut m);
+    expect(&mut m, "boot complete", STEP);
+    power_off(&mut m, false);
+}
+
+#[test]
+fn x86_64_disk_boot() {
+    disk_boot_twice(Arch::X86_64);
+}
+
+#[test]
+fn x86_64_pxe_boot() {
+    pxe_boot(Arch::X86_64);
+}
+
+#[test]
+fn aarch64_disk_boot() {
+    disk_boot_twice(Arch::Aarch64);
+}
+
+#[test]
+fn aarch64_pxe_boot() {
+    pxe_boot(Arch::Aarch64);
+}
