@@ -1,0 +1,46 @@
+//! Inputs: pinned Debian packages, fetched with `apt-get download` into a
+//! cache directory once and verified by sha256 every time they are used.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::spec::Package;
+use crate::Error;
+
+/// The cached `.deb` for `pkg` on Debian architecture `debarch`, downloaded
+/// if missing; its sha256 must match the spec.
+pub fn package(cache: &Path, pkg: &Package, debarch: &str) -> Result<PathBuf, Error> {
+    // apt writes ':' in versions (epochs) as %3a in file names.
+    let file = cache.join(format!("{}_{}_{}.deb", pkg.package, pkg.version.replace(':', "%3a"), debarch));
+    if !file.exists() {
+        std::fs::create_dir_all(cache).map_err(Error::io("create cache", cache))?;
+        let spec = format!("{}:{}={}", pkg.package, debarch, pkg.version);
+        let out = Command::new("apt-get")
+            .args(["download", "-q", &spec])
+            .current_dir(cache)
+            .output()
+            .map_err(|e| Error::Download { package: spec.clone(), reason: format!("cannot run apt-get: {e}") })?;
+        if !out.status.success() || !file.exists() {
+            return Err(Error::Download {
+                package: spec,
+                reason: format!(
+                    "apt-get download failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+    }
+    verify(&file, &pkg.sha256)?;
+    Ok(file)
+}
+
+/// Fails unless `file`'s sha256 is `expected`.
+pub fn verify(file: &Path, expected: &str) -> Result<(), Error> {
+    let data = std::fs::read(file).map_err(Error::io("read", file))?;
+    let actual = crate::sha256_hex(&data);
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(Error::Checksum { path: file.to_path_buf(), expected: expected.to_string(), actual });
+    }
+    Ok(())
+}
