@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use tokio::io::unix::AsyncFd;
@@ -113,11 +112,10 @@ fn has_bit(bitmap: &str, bit: u32) -> bool {
 /// Returns when the key is pressed.
 async fn watch_button(dev: &Path) -> std::io::Result<()> {
     let file = File::open(dev)?;
-    nix::fcntl::fcntl(
-        file.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )?;
-    let fd = AsyncFd::new(file)?;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+    // SAFETY: the AsyncFd owns `file`, so the descriptor stays open for as
+    // long as it is registered.
+    let fd = unsafe { AsyncFd::register(file) }?;
     // struct input_event: struct timeval (16 bytes on 64-bit), u16 type, u16 code, s32 value.
     let mut ev = [0u8; 24];
     loop {

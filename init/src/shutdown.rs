@@ -53,9 +53,8 @@ pub fn finish(action: Action) -> ! {
             nix::sys::reboot::RebootMode::RB_AUTOBOOT
         }
     };
-    if let Err(e) = nix::sys::reboot::reboot(mode) {
-        error!("reboot(2) failed: {e}");
-    }
+    let Err(e) = nix::sys::reboot::reboot(mode);
+    error!("reboot(2) failed: {e}");
     halt_forever()
 }
 

@@ -3,6 +3,8 @@
 //! argument: `kiln <personality> …`. One binary keeps the image small.
 //! As PID 1 it is always the init personality.
 
+mod modprobe;
+
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -10,7 +12,9 @@ const USAGE: &str = "\
 usage: kiln <personality> [args…]   (or run it under a personality's name)
 
 personalities:
-  init    PID 1: boots the node and supervises its services (only as PID 1)
+  init      PID 1: boots the node and supervises its services (only as PID 1)
+  hotplug   service: loads drivers for devices added after boot
+  modprobe  the kernel's module loader helper (/sbin/modprobe)
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
             eprintln!("kiln init: must run as PID 1 (it mounts filesystems and powers the machine off)");
             ExitCode::from(2)
         }
+        Some("hotplug") => service(kiln_hotplug::run),
+        Some("modprobe") => modprobe::main(args),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -40,6 +46,23 @@ fn main() -> ExitCode {
         None => {
             eprint!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a service personality: logs to stdout (the supervisor captures it),
+/// exit status 1 with the reason if it stops.
+fn service<E: std::fmt::Display>(run: fn() -> Result<(), E>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

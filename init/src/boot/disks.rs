@@ -161,53 +161,76 @@ fn scan(class_block: &Path) -> BTreeMap<String, (Option<String>, Partition)> {
 
 /// STATE and EPHEMERAL on the same disk, the first such disk by name.
 fn pick(seen: &BTreeMap<String, (Option<String>, Partition)>) -> Option<(Partition, Partition)> {
-    let named = |label: &str| {
+    let named = |label: &'static str| -> Vec<Partition> {
         seen.values()
-            .filter(move |(name, _)| name.as_deref() == Some(label))
+            .filter(|(name, _)| name.as_deref() == Some(label))
             .map(|(_, p)| p.clone())
+            .collect()
     };
-    named(STATE_LABEL).find_map(|s| {
-        named(EPHEMERAL_LABEL)
-            .find(|e| e.disk == s.disk)
-            .map(|e| (s.clone(), e))
-    })
+    let ephemeral = named(EPHEMERAL_LABEL);
+    named(STATE_LABEL)
+        .into_iter()
+        .find_map(|s| ephemeral.iter().find(|e| e.disk == s.disk).map(|e| (s, e.clone())))
 }
 
 /// Extends partition `number` of `disk` to the last usable sector if it is
 /// the last partition and the disk has grown; tells the kernel the new size.
 fn grow_partition(disk: &Path, number: u32) -> Result<(), Error> {
-    let table_err = |reason: String| Error::PartitionTable { disk: disk.to_path_buf(), reason };
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(disk)
         .map_err(Error::io("open", disk))?;
-    let mut gpt = gptman::GPT::find_from(&mut f).map_err(|e| table_err(e.to_string()))?;
-    let sector = gpt.sector_size;
-    gpt.header.update_from(&mut f, sector).map_err(|e| table_err(e.to_string()))?;
-    let last_usable = gpt.header.last_usable_lba;
-    let (start, end) = {
-        let p = &gpt[number];
-        (p.starting_lba, p.ending_lba)
-    };
-    if gpt.iter().any(|(_, p)| p.is_used() && p.starting_lba > start) {
-        return Err(table_err(format!("partition {number} is not the last one")));
-    }
-    if end >= last_usable {
-        return Ok(());
-    }
-    gpt[number].ending_lba = last_usable;
-    gpt.write_into(&mut f).map_err(|e| table_err(e.to_string()))?;
+    let grown = grow_table(&mut f, number).map_err(|reason| Error::PartitionTable {
+        disk: disk.to_path_buf(),
+        reason,
+    })?;
+    let Some(g) = grown else { return Ok(()) };
     f.sync_all().map_err(Error::io("sync", disk))?;
-    resize_kernel_partition(&f, number, start * sector, (last_usable - start + 1) * sector)
+    resize_kernel_partition(&f, number, g.start, g.new_len)
         .map_err(Error::sys(format!("BLKPG resize partition {number} of {}", disk.display())))?;
     info!(
         disk = %disk.display(),
-        from_mib = ((end - start + 1) * sector) >> 20,
-        to_mib = ((last_usable - start + 1) * sector) >> 20,
+        from_mib = g.old_len >> 20,
+        to_mib = g.new_len >> 20,
         "grew {EPHEMERAL_LABEL} partition to the end of the disk"
     );
     Ok(())
+}
+
+/// A partition that [`grow_table`] extended, in bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct Grown {
+    start: u64,
+    old_len: u64,
+    new_len: u64,
+}
+
+/// Rewrites the GPT on `dev` so partition `number` ends at the last usable
+/// sector, with the backup header moved to the device's real end. `None` when
+/// it already does. The partition must be the last one on the disk.
+fn grow_table<D: Read + std::io::Write + Seek>(dev: &mut D, number: u32) -> Result<Option<Grown>, String> {
+    let mut gpt = gptman::GPT::find_from(dev).map_err(|e| e.to_string())?;
+    let sector = gpt.sector_size;
+    if number == 0 || number > gpt.header.number_of_partition_entries || gpt[number].is_unused() {
+        return Err(format!("no partition {number}"));
+    }
+    gpt.header.update_from(dev, sector).map_err(|e| e.to_string())?;
+    let last_usable = gpt.header.last_usable_lba;
+    let (start, end) = (gpt[number].starting_lba, gpt[number].ending_lba);
+    if gpt.iter().any(|(_, p)| p.is_used() && p.starting_lba > start) {
+        return Err(format!("partition {number} is not the last one"));
+    }
+    if end >= last_usable {
+        return Ok(None);
+    }
+    gpt[number].ending_lba = last_usable;
+    gpt.write_into(dev).map_err(|e| e.to_string())?;
+    Ok(Some(Grown {
+        start: start * sector,
+        old_len: (end - start + 1) * sector,
+        new_len: (last_usable - start + 1) * sector,
+    }))
 }
 
 // From <linux/blkpg.h>.
@@ -326,6 +349,35 @@ mod tests {
         seen.insert("sda3".into(), (Some("EPHEMERAL".into()), part("sda3", "sda", 3)));
         let (s, e) = pick(&seen).unwrap();
         assert_eq!((s.dev.as_str(), e.dev.as_str()), ("sda2", "sda3"));
+    }
+
+    /// A real GPT made by sgdisk on a file, then the "disk" grows.
+    #[test]
+    fn grows_last_partition_and_moves_backup_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.raw");
+        std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+        let sgdisk = |args: &[&str]| {
+            let out = std::process::Command::new("sgdisk").args(args).arg(&img).output();
+            let out = out.expect("sgdisk (apt install gdisk) is needed for this test");
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        assert!(sgdisk(&["-n", "1:2048:+8M", "-c", "1:EFI", "-n", "2:0:+8M", "-c", "2:STATE", "-n", "3:0:+16M", "-c", "3:EPHEMERAL"]).0);
+        std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(256 << 20).unwrap();
+
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+        assert!(grow_table(&mut f, 2).unwrap_err().contains("not the last"));
+        let g = grow_table(&mut f, 3).unwrap().unwrap();
+        assert_eq!(g.old_len, 16 << 20);
+        // 256 MiB minus the start and the 33-sector backup GPT.
+        assert_eq!(g.start + g.new_len, (256 << 20) - 33 * 512);
+        assert_eq!(grow_table(&mut f, 3).unwrap(), None, "second run must be a no-op");
+        drop(f);
+
+        let (ok, report) = sgdisk(&["-v"]);
+        assert!(ok && report.contains("No problems found"), "{report}");
+        let (_, info) = sgdisk(&["-i", "3"]);
+        assert!(info.contains("Partition name: 'EPHEMERAL'"), "{info}");
     }
 
     #[test]

@@ -49,10 +49,9 @@ pub(super) fn load(boot: &mut Boot) -> Result<(), Error> {
         kernel = %release,
         listed = names.len(),
         devices = report.devices,
-        loaded = report.loaded.len(),
-        already = report.already_present.len(),
         failed = report.failed.len(),
-        "modules loaded"
+        "modules loaded: loaded=[{}]",
+        report.loaded.join(" ")
     );
     Ok(())
 }
