@@ -42,10 +42,16 @@ pub fn run() -> ! {
     };
     let action = runtime.block_on(async {
         let boot = boot::run().await;
+        // Listen for power events before services start, so a press while
+        // they come up is not lost.
+        let power = tokio::spawn(power::wait_for_request());
         let reaper = kiln_supervisor::reaper::Reaper::start();
         let supervisor = services::start(&boot, reaper).await;
         info!(boot_ms = clock::boot_ms(), "boot complete");
-        let action = power::wait_for_request().await;
+        let action = power.await.unwrap_or_else(|e| {
+            error!("power event listener failed: {e}; powering off");
+            power::Action::PowerOff
+        });
         shutdown::stop_services(supervisor.as_ref(), SHUTDOWN_DEADLINE).await;
         action
     });

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use kiln_supervisor::reaper::Reaper;
-use kiln_supervisor::{RestartPolicy, ServiceSpec, Supervisor, SupervisorConfig};
-use tracing::{error, info};
+use kiln_supervisor::{RestartPolicy, ServiceSpec, State, Supervisor, SupervisorConfig};
+use tracing::{error, info, warn};
 
 use crate::boot::Boot;
 
@@ -15,6 +15,8 @@ const KILN: &str = "/usr/bin/kiln";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/kiln";
 /// Services' stdout/stderr, one file per service.
 const LOG_DIR: &str = "/var/log/kiln";
+/// The longest the boot waits for services to come up before it reports.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The service definitions.
 pub fn definitions() -> Vec<ServiceSpec> {
@@ -44,5 +46,29 @@ pub async fn start(boot: &Boot, reaper: Reaper) -> Option<Supervisor> {
         error!("invalid service definitions: {e}");
         return None;
     }
+    wait_until_settled(&supervisor).await;
     Some(supervisor)
+}
+
+/// Waits until every service is healthy or has failed (bounded), so "boot
+/// complete" means the node is up, and its time is the boot's real end.
+async fn wait_until_settled(supervisor: &Supervisor) {
+    let mut events = supervisor.subscribe();
+    let settled = |s: &Supervisor| {
+        s.list()
+            .iter()
+            .all(|st| matches!(st.state, State::Healthy | State::Failed | State::Finished))
+    };
+    let wait = async {
+        while !settled(supervisor) {
+            if events.recv().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(SETTLE_LIMIT, wait).await.is_err() {
+        warn!("services not settled after {SETTLE_LIMIT:?}; going on");
+    }
+    let states: Vec<String> = supervisor.list().iter().map(|s| format!("{}={:?}", s.id, s.state)).collect();
+    info!(boot_ms = crate::clock::boot_ms(), "services ready: {}", states.join(" "));
 }

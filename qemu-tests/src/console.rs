@@ -128,6 +128,22 @@ impl Console {
         }
     }
 
+    /// The first line so far matching `re`, wherever it is.
+    pub(crate) fn find(&self, re: &Regex) -> Option<Match> {
+        let (lock, _) = &*self.state;
+        let s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.lines.iter().find_map(|(at, line)| {
+            re.captures(line).map(|c| Match {
+                line: line.clone(),
+                captures: c
+                    .iter()
+                    .map(|m| m.map(|m| m.as_str().to_string()))
+                    .collect(),
+                at: *at,
+            })
+        })
+    }
+
     /// Everything so far.
     pub(crate) fn text(&self) -> String {
         let (lock, _) = &*self.state;

@@ -298,6 +298,12 @@ impl Machine {
         }
     }
 
+    /// The first console line so far matching `re`, anywhere (no waiting,
+    /// no cursor): for checking what a boot printed once it is known to be done.
+    pub fn find(&self, re: &Regex) -> Option<Match> {
+        self.console.find(re)
+    }
+
     /// The whole console so far.
     pub fn console(&self) -> String {
         self.console.text()

@@ -85,8 +85,9 @@ pub const PHASES: &[Phase] = &[
     Phase { name: "root-image", critical: true, run: rootfs::switch_root },
     Phase { name: "system-mounts", critical: true, run: mounts::system },
     Phase { name: "disks", critical: false, run: disks::mount },
-    Phase { name: "identity", critical: false, run: identity::apply },
+    // Entropy first: a fresh machine id reads the kernel's random pool.
     Phase { name: "entropy", critical: false, run: entropy::seed },
+    Phase { name: "identity", critical: false, run: identity::apply },
 ];
 
 /// Runs every phase and returns what the boot found.

@@ -1,6 +1,6 @@
 //! Service output: one pipe per run of a service (stdout and stderr share
 //! it, so their order is kept), read line by line into a ring buffer, a log
-//! file, subscribers, and tracing.
+//! file, subscribers, and tracing (so PID 1's console shows it too).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
-use tracing::debug;
+use tracing::info;
 
 pub(crate) struct LogSink {
     id: String,
@@ -60,7 +60,7 @@ impl LogSink {
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                debug!(service = %id, "{line}");
+                info!(service = %id, "| {line}");
                 if let Some(f) = file.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }

@@ -53,6 +53,12 @@ pub fn run() -> Result<(), Error> {
     bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &NetlinkAddr::new(0, KERNEL_GROUP))
         .map_err(|errno| Error::Socket { what: "bind", errno })?;
     info!(kernel = %release, "listening for device events");
+    // Devices added between PID 1's coldplug and this socket's bind sent
+    // their events to nobody: one more coldplug pass catches them.
+    let report = kmod.coldplug_until_stable(Path::new("/sys"), 5);
+    for module in &report.loaded {
+        info!(module = %module, source = "catch-up coldplug", "driver loaded");
+    }
 
     let mut buf = vec![0u8; 64 << 10];
     loop {
