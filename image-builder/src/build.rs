@@ -41,7 +41,11 @@ const INITRAMFS_ZSTD_LEVEL: i32 = 10;
 pub fn build(o: &Options) -> Result<Manifest, Error> {
     let spec = Spec::load(&o.spec)?;
     let a = spec.arch(&o.arch)?;
-    let debarch = ARCHES.iter().find(|(n, _)| *n == o.arch).map(|(_, d)| *d).unwrap_or("amd64");
+    let debarch = ARCHES
+        .iter()
+        .find(|(n, _)| *n == o.arch)
+        .map(|(_, d)| *d)
+        .unwrap_or("amd64");
     let efi_arch = if o.arch == "aarch64" { "aa64" } else { "x64" };
     let seed = |what: &str| format!("{}/{}/{}/{what}", spec.name, spec.version, o.arch);
 
@@ -63,10 +67,20 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
         .iter()
         .enumerate()
         .map(|(i, p)| (format!("modules.hardware[{i}]"), p.clone()))
-        .chain(a.hardware.iter().enumerate().map(|(i, p)| (format!("arch.{}.hardware[{i}]", o.arch), p.clone())))
+        .chain(
+            a.hardware
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("arch.{}.hardware[{i}]", o.arch), p.clone())),
+        )
         .collect();
     let selection = tree.select(&spec.modules.load, &hardware)?;
-    step.done(&format!("{} of {} modules selected for {}", selection.names.len(), tree.modules.len(), tree.kver));
+    step.done(&format!(
+        "{} of {} modules selected for {}",
+        selection.names.len(),
+        tree.modules.len(),
+        tree.kver
+    ));
 
     std::fs::create_dir_all(&o.out).map_err(Error::io("create", &o.out))?;
     let work = o.out.join(".work");
@@ -86,9 +100,14 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
     let vmlinuz = work.join("vmlinuz");
     let kernel_src = kdir.join(format!("boot/vmlinuz-{}", tree.kver));
     std::fs::copy(&kernel_src, &vmlinuz).map_err(Error::io("copy", &kernel_src))?;
-    let loader = bdir.join(format!("usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi"));
+    let loader = bdir.join(format!(
+        "usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi"
+    ));
     if !loader.exists() {
-        return Err(Error::Package { path: loader_deb, problem: format!("no {}", loader.display()) });
+        return Err(Error::Package {
+            path: loader_deb,
+            problem: format!("no {}", loader.display()),
+        });
     }
 
     let step = Step::start("writing the EFI system partition (FAT32, slots A and B)");
@@ -112,26 +131,64 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
     let step = Step::start("formatting STATE and EPHEMERAL (ext4)");
     let state_img = work.join("state.img");
     let ephemeral_img = work.join("ephemeral.img");
-    ext4::format(&state_img, "STATE", spec.partitions.state_mib << 20, &guid_string(&derived_guid(&seed("state-fs"))), o.epoch)?;
-    ext4::format(&ephemeral_img, "EPHEMERAL", spec.partitions.ephemeral_mib << 20, &guid_string(&derived_guid(&seed("ephemeral-fs"))), o.epoch)?;
+    ext4::format(
+        &state_img,
+        "STATE",
+        spec.partitions.state_mib << 20,
+        &guid_string(&derived_guid(&seed("state-fs"))),
+        o.epoch,
+    )?;
+    ext4::format(
+        &ephemeral_img,
+        "EPHEMERAL",
+        spec.partitions.ephemeral_mib << 20,
+        &guid_string(&derived_guid(&seed("ephemeral-fs"))),
+        o.epoch,
+    )?;
     step.done("done");
 
     let step = Step::start("writing the GPT disk image");
     let raw_name = format!("kiln-{}.raw", o.arch);
     let raw = work.join(&raw_name);
     let parts = [
-        disk::Part { name: "EFI", type_guid: disk::ESP_TYPE, guid: derived_guid(&seed("part-esp")), image: esp_img.clone(), size: spec.partitions.esp_mib << 20 },
-        disk::Part { name: "STATE", type_guid: disk::LINUX_FS_TYPE, guid: derived_guid(&seed("part-state")), image: state_img.clone(), size: spec.partitions.state_mib << 20 },
-        disk::Part { name: "EPHEMERAL", type_guid: disk::LINUX_FS_TYPE, guid: derived_guid(&seed("part-ephemeral")), image: ephemeral_img.clone(), size: spec.partitions.ephemeral_mib << 20 },
+        disk::Part {
+            name: "EFI",
+            type_guid: disk::ESP_TYPE,
+            guid: derived_guid(&seed("part-esp")),
+            image: esp_img.clone(),
+            size: spec.partitions.esp_mib << 20,
+        },
+        disk::Part {
+            name: "STATE",
+            type_guid: disk::LINUX_FS_TYPE,
+            guid: derived_guid(&seed("part-state")),
+            image: state_img.clone(),
+            size: spec.partitions.state_mib << 20,
+        },
+        disk::Part {
+            name: "EPHEMERAL",
+            type_guid: disk::LINUX_FS_TYPE,
+            guid: derived_guid(&seed("part-ephemeral")),
+            image: ephemeral_img.clone(),
+            size: spec.partitions.ephemeral_mib << 20,
+        },
     ];
     let total = disk::write(&raw, derived_guid(&seed("disk")), &parts)?;
     if let Some(want) = spec.partitions.disk_mib {
-        std::fs::OpenOptions::new().write(true).open(&raw).and_then(|f| f.set_len(want << 20)).map_err(Error::io("size", &raw))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&raw)
+            .and_then(|f| f.set_len(want << 20))
+            .map_err(Error::io("size", &raw))?;
     }
     step.done(&format!("{} MiB", total >> 20));
 
-    std::fs::write(work.join("cmdline"), format!("{}\n", a.cmdline)).map_err(Error::io("write", &work))?;
-    let ipxe = format!("#!ipxe\nkernel vmlinuz {} initrd=initramfs.img\ninitrd initramfs.img\nboot\n", a.cmdline);
+    std::fs::write(work.join("cmdline"), format!("{}\n", a.cmdline))
+        .map_err(Error::io("write", &work))?;
+    let ipxe = format!(
+        "#!ipxe\nkernel vmlinuz {} initrd=initramfs.img\ninitrd initramfs.img\nboot\n",
+        a.cmdline
+    );
     std::fs::write(work.join("boot.ipxe"), ipxe).map_err(Error::io("write", &work))?;
 
     // Only complete files reach the output directory.
@@ -142,8 +199,17 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
         .iter()
         .map(|n| FileEntry::of(&o.out, n))
         .collect::<Result<Vec<_>, _>>()?;
-    let m = Manifest { name: spec.name.clone(), version: spec.version.clone(), arch: o.arch.clone(), kernel: tree.kver.clone(), files };
-    let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Format { what: "manifest", problem: e.to_string() })?;
+    let m = Manifest {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        arch: o.arch.clone(),
+        kernel: tree.kver.clone(),
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Format {
+        what: "manifest",
+        problem: e.to_string(),
+    })?;
     manifest::write_atomic(&o.out.join("manifest.json"), &json)?;
     std::fs::remove_dir_all(&work).map_err(Error::io("clean", &work))?;
     Ok(m)
@@ -158,29 +224,57 @@ fn write_initramfs(
     out: &Path,
 ) -> Result<(), Error> {
     let mut a = Archive::default();
-    for d in ["dev", "proc", "sys", "run", "sysroot", "etc/kiln", "lib/modules"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "sysroot",
+        "etc/kiln",
+        "lib/modules",
+    ] {
         a.dir(d, 0o755);
     }
     a.char_device("dev/console", 0o600, 5, 1);
     a.file("init", 0o755, Data::Path(o.kiln_binary.clone()));
     let load: String = spec.modules.load.iter().map(|m| format!("{m}\n")).collect();
-    a.file("etc/kiln/modules.load", 0o644, Data::Bytes(load.into_bytes()));
+    a.file(
+        "etc/kiln/modules.load",
+        0o644,
+        Data::Bytes(load.into_bytes()),
+    );
     let image = serde_json::json!({ "name": spec.name, "version": spec.version, "arch": o.arch, "kernel": tree.kver });
-    a.file("etc/kiln/image.json", 0o644, Data::Bytes(format!("{image}\n").into_bytes()));
+    a.file(
+        "etc/kiln/image.json",
+        0o644,
+        Data::Bytes(format!("{image}\n").into_bytes()),
+    );
     let mods = format!("lib/modules/{}", tree.kver);
     for name in &selection.names {
         if let Some(info) = tree.modules.get(name) {
-            a.file(&format!("{mods}/{}", info.rel), 0o644, Data::Path(tree.root.join(&info.rel)));
+            a.file(
+                &format!("{mods}/{}", info.rel),
+                0o644,
+                Data::Path(tree.root.join(&info.rel)),
+            );
         }
     }
     for (file, data) in tree.index_files(selection)? {
         a.file(&format!("{mods}/{file}"), 0o644, Data::Bytes(data));
     }
-    a.file("rootfs.squashfs", 0o444, Data::Path(rootfs_img.to_path_buf()));
+    a.file(
+        "rootfs.squashfs",
+        0o444,
+        Data::Path(rootfs_img.to_path_buf()),
+    );
     let f = std::fs::File::create(out).map_err(Error::io("create", out))?;
-    let mut enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), INITRAMFS_ZSTD_LEVEL).map_err(Error::io("compress", out))?;
-    enc.include_checksum(true).map_err(Error::io("compress", out))?;
-    a.write(o.epoch, &mut enc).map_err(Error::io("write", out))?;
+    let mut enc =
+        zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), INITRAMFS_ZSTD_LEVEL)
+            .map_err(Error::io("compress", out))?;
+    enc.include_checksum(true)
+        .map_err(Error::io("compress", out))?;
+    a.write(o.epoch, &mut enc)
+        .map_err(Error::io("write", out))?;
     enc.finish().map_err(Error::io("compress", out))?;
     Ok(())
 }

@@ -38,12 +38,20 @@ impl Archive {
         let path = path.trim_start_matches('/').to_string();
         // Parents first: the kernel creates entries in archive order.
         let mut parent = String::new();
-        for part in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p).unwrap_or(&[]) {
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, p)| p)
+            .unwrap_or(&[])
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
             parent.push_str(part);
-            self.entries.entry(parent.clone()).or_insert((0o755, Kind::Dir));
+            self.entries
+                .entry(parent.clone())
+                .or_insert((0o755, Kind::Dir));
         }
         self.entries.insert(path, (perm, kind));
     }
@@ -66,14 +74,14 @@ impl Archive {
 
     /// Writes the archive; every entry gets `mtime`.
     pub fn write(&self, mtime: u32, out: &mut impl Write) -> io::Result<()> {
-        let mut ino = 1u32;
-        for (path, (perm, kind)) in &self.entries {
+        for (ino, (path, (perm, kind))) in (1u32..).zip(self.entries.iter()) {
             let (mode, data, rdev): (u32, Vec<u8>, (u32, u32)) = match kind {
                 Kind::Dir => (S_IFDIR | perm, Vec::new(), (0, 0)),
                 Kind::File(Data::Bytes(b)) => (S_IFREG | perm, b.clone(), (0, 0)),
                 Kind::File(Data::Path(p)) => (
                     S_IFREG | perm,
-                    std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
+                    std::fs::read(p)
+                        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
                     (0, 0),
                 ),
                 Kind::Symlink(t) => (S_IFLNK | perm, t.as_bytes().to_vec(), (0, 0)),
@@ -81,7 +89,6 @@ impl Archive {
             };
             let nlink = if matches!(kind, Kind::Dir) { 2 } else { 1 };
             entry(out, ino, mode, nlink, mtime, rdev, path, &data)?;
-            ino += 1;
         }
         entry(out, 0, 0, 1, 0, (0, 0), "TRAILER!!!", &[])
     }
@@ -131,7 +138,11 @@ mod tests {
     #[test]
     fn gnu_cpio_lists_the_archive() {
         let mut a = Archive::default();
-        a.file("etc/kiln/modules.load", 0o644, Data::Bytes(b"ext4\n".to_vec()));
+        a.file(
+            "etc/kiln/modules.load",
+            0o644,
+            Data::Bytes(b"ext4\n".to_vec()),
+        );
         a.char_device("dev/console", 0o600, 5, 1);
         a.symlink("sbin/init", "/init");
         let mut buf = Vec::new();
@@ -152,8 +163,16 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{listing}");
-        for want in ["dev\n", "etc/kiln/modules.load", "crw-------", "sbin/init -> /init"] {
-            assert!(listing.contains(want.trim_end()), "missing {want:?} in\n{listing}");
+        for want in [
+            "dev\n",
+            "etc/kiln/modules.load",
+            "crw-------",
+            "sbin/init -> /init",
+        ] {
+            assert!(
+                listing.contains(want.trim_end()),
+                "missing {want:?} in\n{listing}"
+            );
         }
     }
 }

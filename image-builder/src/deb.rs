@@ -23,7 +23,10 @@ pub fn unpack(deb: &Path, sha256: &str, cache: &Path) -> Result<PathBuf, Error> 
         std::fs::remove_dir_all(&partial).map_err(Error::io("clean", &partial))?;
     }
     std::fs::create_dir_all(&partial).map_err(Error::io("create", &partial))?;
-    let bad = |problem: String| Error::Package { path: deb.to_path_buf(), problem };
+    let bad = |problem: String| Error::Package {
+        path: deb.to_path_buf(),
+        problem,
+    };
     let file = std::fs::File::open(deb).map_err(Error::io("open", deb))?;
     let mut archive = ar::Archive::new(file);
     let mut found = false;
@@ -32,14 +35,17 @@ pub fn unpack(deb: &Path, sha256: &str, cache: &Path) -> Result<PathBuf, Error> 
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
         let reader: Box<dyn Read> = match name.as_str() {
             "data.tar.xz" => Box::new(liblzma::read::XzDecoder::new(entry)),
-            "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(entry).map_err(|e| bad(e.to_string()))?),
+            "data.tar.zst" => {
+                Box::new(zstd::stream::read::Decoder::new(entry).map_err(|e| bad(e.to_string()))?)
+            }
             "data.tar" => Box::new(entry),
             _ => continue,
         };
         let mut tar = tar::Archive::new(reader);
         tar.set_preserve_permissions(true);
         tar.set_overwrite(true);
-        tar.unpack(&partial).map_err(|e| bad(format!("{name}: {e}")))?;
+        tar.unpack(&partial)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
         found = true;
         break;
     }

@@ -58,7 +58,10 @@ impl KernelTree {
             .collect();
         kvers.sort();
         let [kver] = kvers.as_slice() else {
-            return Err(Error::Format { what: "kernel package", problem: format!("expected one lib/modules/<kver>, found {kvers:?}") });
+            return Err(Error::Format {
+                what: "kernel package",
+                problem: format!("expected one lib/modules/<kver>, found {kvers:?}"),
+            });
         };
         let root = base.join(kver);
         let mut files = Vec::new();
@@ -71,12 +74,21 @@ impl KernelTree {
         let builtin = std::fs::read_to_string(root.join("modules.builtin"))
             .map(|s| s.lines().filter(|l| !l.is_empty()).map(name_of).collect())
             .unwrap_or_default();
-        Ok(KernelTree { kver: kver.clone(), root, modules, builtin })
+        Ok(KernelTree {
+            kver: kver.clone(),
+            root,
+            modules,
+            builtin,
+        })
     }
 
     /// The named modules, every module under the hardware paths, and the
     /// closure of their dependencies and soft dependencies.
-    pub fn select(&self, load: &[String], hardware: &[(String, String)]) -> Result<Selection, Error> {
+    pub fn select(
+        &self,
+        load: &[String],
+        hardware: &[(String, String)],
+    ) -> Result<Selection, Error> {
         let mut want: Vec<String> = Vec::new();
         for name in load {
             let n = normalize(name);
@@ -84,7 +96,10 @@ impl KernelTree {
                 continue;
             }
             if !self.modules.contains_key(&n) {
-                return Err(Error::Module { module: name.clone(), problem: format!("not in kernel {} (modules.load)", self.kver) });
+                return Err(Error::Module {
+                    module: name.clone(),
+                    problem: format!("not in kernel {} (modules.load)", self.kver),
+                });
             }
             want.push(n);
         }
@@ -97,7 +112,10 @@ impl KernelTree {
             } else if full.is_file() {
                 want.push(name_of(path));
             } else if !self.builtin.contains(&name_of(path)) {
-                return Err(Error::Field { field: field.clone(), problem: format!("{path} is not in kernel {}", self.kver) });
+                return Err(Error::Field {
+                    field: field.clone(),
+                    problem: format!("{path} is not in kernel {}", self.kver),
+                });
             }
         }
         let mut sel = Selection::default();
@@ -105,7 +123,9 @@ impl KernelTree {
             if !sel.names.insert(n.clone()) {
                 continue;
             }
-            let Some(info) = self.modules.get(&n) else { continue };
+            let Some(info) = self.modules.get(&n) else {
+                continue;
+            };
             for d in info.depends.iter().chain(&info.pre).chain(&info.post) {
                 want.extend(self.resolve_name(d));
             }
@@ -134,8 +154,11 @@ impl KernelTree {
         let mut dep = String::new();
         let mut alias = String::new();
         let mut softdep = String::new();
-        let mut by_rel: Vec<(&String, &ModInfo)> =
-            sel.names.iter().filter_map(|n| self.modules.get(n).map(|i| (n, i))).collect();
+        let mut by_rel: Vec<(&String, &ModInfo)> = sel
+            .names
+            .iter()
+            .filter_map(|n| self.modules.get(n).map(|i| (n, i)))
+            .collect();
         by_rel.sort_by(|a, b| a.1.rel.cmp(&b.1.rel));
         for (name, info) in &by_rel {
             // depmod lists every transitive dependency, nearest first.
@@ -144,8 +167,16 @@ impl KernelTree {
             self.post_order(name, &mut seen, &mut order);
             order.pop(); // the module itself
             order.reverse();
-            let deps: Vec<&str> = order.iter().filter_map(|d| self.modules.get(d).map(|i| i.rel.as_str())).collect();
-            dep.push_str(&format!("{}:{}{}\n", info.rel, if deps.is_empty() { "" } else { " " }, deps.join(" ")));
+            let deps: Vec<&str> = order
+                .iter()
+                .filter_map(|d| self.modules.get(d).map(|i| i.rel.as_str()))
+                .collect();
+            dep.push_str(&format!(
+                "{}:{}{}\n",
+                info.rel,
+                if deps.is_empty() { "" } else { " " },
+                deps.join(" ")
+            ));
             for a in &info.aliases {
                 alias.push_str(&format!("alias {a} {name}\n"));
             }
@@ -166,10 +197,17 @@ impl KernelTree {
             ("modules.alias".to_string(), alias.into_bytes()),
             ("modules.softdep".to_string(), softdep.into_bytes()),
         ];
-        for copied in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+        for copied in [
+            "modules.builtin",
+            "modules.builtin.modinfo",
+            "modules.order",
+        ] {
             let p = self.root.join(copied);
             if p.exists() {
-                files.push((copied.to_string(), std::fs::read(&p).map_err(Error::io("read", &p))?));
+                files.push((
+                    copied.to_string(),
+                    std::fs::read(&p).map_err(Error::io("read", &p))?,
+                ));
             }
         }
         Ok(files)
@@ -190,7 +228,10 @@ impl KernelTree {
 
 /// Every `.ko` below `dir`, as paths relative to `root`, sorted.
 fn collect_ko(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Error> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(Error::io("read", dir))?.flatten().collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(Error::io("read", dir))?
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
@@ -210,16 +251,33 @@ fn collect_ko(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Erro
 fn read_modinfo(root: &Path, rel: &str) -> Result<ModInfo, Error> {
     let path = root.join(rel);
     let data = std::fs::read(&path).map_err(Error::io("read", &path))?;
-    let bad = |problem: String| Error::Module { module: name_of(rel), problem };
-    let elf = object::File::parse(&*data).map_err(|e| bad(format!("{rel}: not an ELF module: {e}")))?;
-    let section = elf.section_by_name(".modinfo").ok_or_else(|| bad(format!("{rel}: no .modinfo section")))?;
-    let raw = section.data().map_err(|e| bad(format!("{rel}: .modinfo: {e}")))?;
-    let mut info = ModInfo { rel: rel.to_string(), ..Default::default() };
+    let bad = |problem: String| Error::Module {
+        module: name_of(rel),
+        problem,
+    };
+    let elf =
+        object::File::parse(&*data).map_err(|e| bad(format!("{rel}: not an ELF module: {e}")))?;
+    let section = elf
+        .section_by_name(".modinfo")
+        .ok_or_else(|| bad(format!("{rel}: no .modinfo section")))?;
+    let raw = section
+        .data()
+        .map_err(|e| bad(format!("{rel}: .modinfo: {e}")))?;
+    let mut info = ModInfo {
+        rel: rel.to_string(),
+        ..Default::default()
+    };
     for entry in raw.split(|&b| b == 0).filter(|e| !e.is_empty()) {
-        let Ok(text) = std::str::from_utf8(entry) else { continue };
-        let Some((key, value)) = text.split_once('=') else { continue };
+        let Ok(text) = std::str::from_utf8(entry) else {
+            continue;
+        };
+        let Some((key, value)) = text.split_once('=') else {
+            continue;
+        };
         match key {
-            "depends" => info.depends.extend(value.split(',').filter(|d| !d.is_empty()).map(normalize)),
+            "depends" => info
+                .depends
+                .extend(value.split(',').filter(|d| !d.is_empty()).map(normalize)),
             "alias" => info.aliases.push(value.to_string()),
             "softdep" => {
                 let mut post = false;

@@ -27,7 +27,10 @@ pub struct Part {
 /// Writes the disk image: partitions in order, starting at 1 MiB, with 1 MiB
 /// left at the end for the backup GPT.
 pub fn write(out: &Path, disk_guid: [u8; 16], parts: &[Part]) -> Result<u64, Error> {
-    let fail = |e: gptman::Error| Error::Format { what: "GPT", problem: e.to_string() };
+    let fail = |e: gptman::Error| Error::Format {
+        what: "GPT",
+        problem: e.to_string(),
+    };
     let total = MIB + parts.iter().map(|p| p.size).sum::<u64>() + MIB;
     let _ = std::fs::remove_file(out);
     let mut f = OpenOptions::new()
@@ -42,7 +45,10 @@ pub fn write(out: &Path, disk_guid: [u8; 16], parts: &[Part]) -> Result<u64, Err
     gpt.align = MIB / SECTOR;
     let mut offset = MIB;
     for (i, p) in parts.iter().enumerate() {
-        let type_guid = crate::guid_bytes(p.type_guid).ok_or_else(|| Error::Format { what: "GPT", problem: format!("bad type GUID {}", p.type_guid) })?;
+        let type_guid = crate::guid_bytes(p.type_guid).ok_or_else(|| Error::Format {
+            what: "GPT",
+            problem: format!("bad type GUID {}", p.type_guid),
+        })?;
         gpt[(i + 1) as u32] = GPTPartitionEntry {
             partition_type_guid: type_guid,
             unique_partition_guid: p.guid,
@@ -54,9 +60,17 @@ pub fn write(out: &Path, disk_guid: [u8; 16], parts: &[Part]) -> Result<u64, Err
         let mut src = std::fs::File::open(&p.image).map_err(Error::io("open", &p.image))?;
         let len = src.metadata().map_err(Error::io("stat", &p.image))?.len();
         if len > p.size {
-            return Err(Error::Format { what: "disk image", problem: format!("{} is {len} bytes, its partition {}", p.image.display(), p.size) });
+            return Err(Error::Format {
+                what: "disk image",
+                problem: format!(
+                    "{} is {len} bytes, its partition {}",
+                    p.image.display(),
+                    p.size
+                ),
+            });
         }
-        f.seek(SeekFrom::Start(offset)).map_err(Error::io("seek", out))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(Error::io("seek", out))?;
         std::io::copy(&mut src, &mut f).map_err(Error::io("write partition into", out))?;
         offset += p.size;
     }

@@ -27,16 +27,27 @@ pub const SLOTS: [&str; 2] = ["a", "b"];
 
 /// Writes a FAT32 image of `size` bytes to `out`.
 pub fn write(c: &Contents, size: u64, out: &Path) -> Result<(), Error> {
-    let fail = |e: std::io::Error| Error::Format { what: "FAT32 ESP", problem: e.to_string() };
-    let kernel_len = std::fs::metadata(c.kernel).map_err(Error::io("stat", c.kernel))?.len();
-    let initrd_len = std::fs::metadata(c.initramfs).map_err(Error::io("stat", c.initramfs))?.len();
+    let fail = |e: std::io::Error| Error::Format {
+        what: "FAT32 ESP",
+        problem: e.to_string(),
+    };
+    let kernel_len = std::fs::metadata(c.kernel)
+        .map_err(Error::io("stat", c.kernel))?
+        .len();
+    let initrd_len = std::fs::metadata(c.initramfs)
+        .map_err(Error::io("stat", c.initramfs))?
+        .len();
     let loader = std::fs::read(c.loader).map_err(Error::io("read", c.loader))?;
     // Two slots plus the loader, with room for FAT metadata.
     let need = 2 * (kernel_len + initrd_len) + 2 * loader.len() as u64 + (4 << 20);
     if need > size {
         return Err(Error::Field {
             field: "partitions.esp_mib".into(),
-            problem: format!("{} MiB is too small for two slots of kernel + initramfs: need {} MiB", size >> 20, need.div_ceil(1 << 20)),
+            problem: format!(
+                "{} MiB is too small for two slots of kernel + initramfs: need {} MiB",
+                size >> 20,
+                need.div_ceil(1 << 20)
+            ),
         });
     }
     let mut file = std::fs::OpenOptions::new()
@@ -64,7 +75,10 @@ pub fn write(c: &Contents, size: u64, out: &Path) -> Result<(), Error> {
 
 /// The loader, its configuration and both slots.
 fn fill<T: fatfs::ReadWriteSeek>(fs: &FileSystem<T>, c: &Contents) -> Result<(), Error> {
-    let fail = |e: std::io::Error| Error::Format { what: "FAT32 ESP", problem: e.to_string() };
+    let fail = |e: std::io::Error| Error::Format {
+        what: "FAT32 ESP",
+        problem: e.to_string(),
+    };
     let loader = std::fs::read(c.loader).map_err(Error::io("read", c.loader))?;
     let root = fs.root_dir();
     let put = |path: &str, data: &[u8]| -> Result<(), Error> {
@@ -72,13 +86,26 @@ fn fill<T: fatfs::ReadWriteSeek>(fs: &FileSystem<T>, c: &Contents) -> Result<(),
         f.truncate().map_err(fail)?;
         f.write_all(data).map_err(fail)
     };
-    for d in ["EFI", "EFI/BOOT", "EFI/systemd", "loader", "loader/entries", "kiln"] {
+    for d in [
+        "EFI",
+        "EFI/BOOT",
+        "EFI/systemd",
+        "loader",
+        "loader/entries",
+        "kiln",
+    ] {
         root.create_dir(d).map_err(fail)?;
     }
     let upper = c.efi_arch.to_uppercase();
     put(&format!("EFI/BOOT/BOOT{upper}.EFI"), &loader)?;
-    put(&format!("EFI/systemd/systemd-boot{}.efi", c.efi_arch), &loader)?;
-    put("loader/loader.conf", b"default kiln-a.conf\ntimeout 0\neditor no\n")?;
+    put(
+        &format!("EFI/systemd/systemd-boot{}.efi", c.efi_arch),
+        &loader,
+    )?;
+    put(
+        "loader/loader.conf",
+        b"default kiln-a.conf\ntimeout 0\neditor no\n",
+    )?;
     let kernel = std::fs::read(c.kernel).map_err(Error::io("read", c.kernel))?;
     let initrd = std::fs::read(c.initramfs).map_err(Error::io("read", c.initramfs))?;
     for slot in SLOTS {
@@ -91,7 +118,10 @@ fn fill<T: fatfs::ReadWriteSeek>(fs: &FileSystem<T>, c: &Contents) -> Result<(),
             up = slot.to_uppercase(),
             cmd = c.cmdline
         );
-        put(&format!("loader/entries/kiln-{slot}.conf"), entry.as_bytes())?;
+        put(
+            &format!("loader/entries/kiln-{slot}.conf"),
+            entry.as_bytes(),
+        )?;
     }
     Ok(())
 }

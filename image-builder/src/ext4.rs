@@ -16,18 +16,30 @@ pub fn format(out: &Path, label: &str, size: u64, uuid: &str, epoch: u32) -> Res
     f.set_len(size).map_err(Error::io("size", out))?;
     drop(f);
     let output = Command::new("mke2fs")
-        .args(["-t", "ext4", "-q", "-F", "-L", label, "-U", uuid, "-b", "4096", "-m", "0"])
+        .args([
+            "-t", "ext4", "-q", "-F", "-L", label, "-U", uuid, "-b", "4096", "-m", "0",
+        ])
         .arg("-E")
-        .arg(format!("hash_seed={uuid},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0"))
+        .arg(format!(
+            "hash_seed={uuid},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0"
+        ))
         .arg(out)
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .output()
-        .map_err(|e| Error::Tool { tool: "mke2fs", problem: format!("cannot run it ({e}); install e2fsprogs") })?;
+        .map_err(|e| Error::Tool {
+            tool: "mke2fs",
+            problem: format!("cannot run it ({e}); install e2fsprogs"),
+        })?;
     if !output.status.success() {
         return Err(Error::Tool {
             tool: "mke2fs",
-            problem: format!("{} on {}: {}", output.status, out.display(), String::from_utf8_lossy(&output.stderr).trim()),
+            problem: format!(
+                "{} on {}: {}",
+                output.status,
+                out.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
         });
     }
     Ok(())

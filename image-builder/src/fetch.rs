@@ -11,7 +11,12 @@ use crate::Error;
 /// if missing; its sha256 must match the spec.
 pub fn package(cache: &Path, pkg: &Package, debarch: &str) -> Result<PathBuf, Error> {
     // apt writes ':' in versions (epochs) as %3a in file names.
-    let file = cache.join(format!("{}_{}_{}.deb", pkg.package, pkg.version.replace(':', "%3a"), debarch));
+    let file = cache.join(format!(
+        "{}_{}_{}.deb",
+        pkg.package,
+        pkg.version.replace(':', "%3a"),
+        debarch
+    ));
     if !file.exists() {
         std::fs::create_dir_all(cache).map_err(Error::io("create cache", cache))?;
         let spec = format!("{}:{}={}", pkg.package, debarch, pkg.version);
@@ -19,7 +24,10 @@ pub fn package(cache: &Path, pkg: &Package, debarch: &str) -> Result<PathBuf, Er
             .args(["download", "-q", &spec])
             .current_dir(cache)
             .output()
-            .map_err(|e| Error::Download { package: spec.clone(), reason: format!("cannot run apt-get: {e}") })?;
+            .map_err(|e| Error::Download {
+                package: spec.clone(),
+                reason: format!("cannot run apt-get: {e}"),
+            })?;
         if !out.status.success() || !file.exists() {
             return Err(Error::Download {
                 package: spec,
@@ -40,7 +48,11 @@ pub fn verify(file: &Path, expected: &str) -> Result<(), Error> {
     let data = std::fs::read(file).map_err(Error::io("read", file))?;
     let actual = crate::sha256_hex(&data);
     if !actual.eq_ignore_ascii_case(expected) {
-        return Err(Error::Checksum { path: file.to_path_buf(), expected: expected.to_string(), actual });
+        return Err(Error::Checksum {
+            path: file.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        });
     }
     Ok(())
 }

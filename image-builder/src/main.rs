@@ -49,20 +49,37 @@ struct Build {
 fn main() -> anyhow::Result<()> {
     let Cmd::Build(b) = argh::from_env::<Args>().cmd;
     if !b.kiln_binary.is_file() {
-        anyhow::bail!("--kiln-binary {}: no such file (build it with `cargo xtask build`)", b.kiln_binary.display());
+        anyhow::bail!(
+            "--kiln-binary {}: no such file (build it with `cargo xtask build`)",
+            b.kiln_binary.display()
+        );
     }
     let epoch = match b.epoch {
         Some(e) => e,
         None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => v.parse().context("SOURCE_DATE_EPOCH: expected seconds since 1970")?,
+            Ok(v) => v
+                .parse()
+                .context("SOURCE_DATE_EPOCH: expected seconds since 1970")?,
             Err(_) => 1_700_000_000,
         },
     };
     let out = b.out.unwrap_or_else(|| PathBuf::from("out").join(&b.arch));
-    let opts = kiln_image::build::Options { arch: b.arch, spec: b.spec, kiln_binary: b.kiln_binary, out: out.clone(), cache: b.cache, epoch };
+    let opts = kiln_image::build::Options {
+        arch: b.arch,
+        spec: b.spec,
+        kiln_binary: b.kiln_binary,
+        out: out.clone(),
+        cache: b.cache,
+        epoch,
+    };
     let manifest = kiln_image::build::build(&opts)?;
     for f in &manifest.files {
-        println!("{:>10}  {}  {}", f.size, &f.sha256[..16], out.join(&f.name).display());
+        println!(
+            "{:>10}  {}  {}",
+            f.size,
+            &f.sha256[..16],
+            out.join(&f.name).display()
+        );
     }
     Ok(())
 }

@@ -27,7 +27,11 @@ impl FileEntry {
     pub fn of(dir: &Path, name: &str) -> Result<FileEntry, Error> {
         let path = dir.join(name);
         let data = std::fs::read(&path).map_err(Error::io("read", &path))?;
-        Ok(FileEntry { name: name.to_string(), size: data.len() as u64, sha256: crate::sha256_hex(&data) })
+        Ok(FileEntry {
+            name: name.to_string(),
+            size: data.len() as u64,
+            sha256: crate::sha256_hex(&data),
+        })
     }
 }
 
@@ -43,6 +47,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
 
 /// Moves a finished file into place durably.
 pub fn commit(tmp: &Path, path: &Path) -> Result<(), Error> {
-    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(Error::io("sync", tmp))?;
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("sync", tmp))?;
     std::fs::rename(tmp, path).map_err(Error::io("rename", path))
 }

@@ -28,12 +28,21 @@ impl Step {
             eprintln!("kiln-image: {title}…");
             None
         };
-        Step { bar, title, start: Instant::now() }
+        Step {
+            bar,
+            title,
+            start: Instant::now(),
+        }
     }
 
     /// Ends the step with a short result, e.g. a size.
     pub fn done(self, result: &str) {
-        let line = format!("{} — {} ({:.1} s)", self.title, result, self.start.elapsed().as_secs_f64());
+        let line = format!(
+            "{} — {} ({:.1} s)",
+            self.title,
+            result,
+            self.start.elapsed().as_secs_f64()
+        );
         match &self.bar {
             Some(b) => b.finish_with_message(line),
             None => eprintln!("kiln-image: {line}"),

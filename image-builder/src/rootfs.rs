@@ -43,7 +43,10 @@ pub const SYMLINKS: &[(&str, &str)] = &[
 
 /// Writes the squashfs root image to `out`.
 pub fn write(spec: &Spec, arch: &str, kiln: &Path, mtime: u32, out: &Path) -> Result<(), Error> {
-    let fail = |e: backhand::BackhandError| Error::Format { what: "squashfs", problem: e.to_string() };
+    let fail = |e: backhand::BackhandError| Error::Format {
+        what: "squashfs",
+        problem: e.to_string(),
+    };
     let binary = std::fs::read(kiln).map_err(Error::io("read kiln binary", kiln))?;
     let os_release = format!(
         "NAME=\"Kiln\"\nID=kiln\nVERSION_ID={v}\nPRETTY_NAME=\"Kiln {v} ({arch})\"\nHOME_URL=\"https://kiln.invalid/\"\n",
@@ -55,14 +58,26 @@ pub fn write(spec: &Spec, arch: &str, kiln: &Path, mtime: u32, out: &Path) -> Re
     fs.set_root_uid(0);
     fs.set_root_gid(0);
     fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(fail)?);
-    let header = |permissions: u16| NodeHeader { permissions, uid: 0, gid: 0, mtime };
+    let header = |permissions: u16| NodeHeader {
+        permissions,
+        uid: 0,
+        gid: 0,
+        mtime,
+    };
     for (dir, mode) in MOUNT_POINTS {
         fs.push_dir(dir, header(*mode)).map_err(fail)?;
     }
-    fs.push_file(Cursor::new(binary), "usr/bin/kiln", header(0o755)).map_err(fail)?;
-    fs.push_file(Cursor::new(os_release.into_bytes()), "usr/lib/os-release", header(0o644)).map_err(fail)?;
+    fs.push_file(Cursor::new(binary), "usr/bin/kiln", header(0o755))
+        .map_err(fail)?;
+    fs.push_file(
+        Cursor::new(os_release.into_bytes()),
+        "usr/lib/os-release",
+        header(0o644),
+    )
+    .map_err(fail)?;
     for (path, target) in SYMLINKS {
-        fs.push_symlink(*target, path, header(0o777)).map_err(fail)?;
+        fs.push_symlink(*target, path, header(0o777))
+            .map_err(fail)?;
     }
     let tmp = out.with_extension("partial");
     let file = std::fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;

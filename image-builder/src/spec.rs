@@ -65,32 +65,57 @@ impl Spec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, Error> {
         let text = std::fs::read_to_string(path).map_err(Error::io("read spec", path))?;
-        let spec: Spec = toml::from_str(&text).map_err(|e| Error::Spec { path: path.to_path_buf(), problem: e.to_string() })?;
+        let spec: Spec = toml::from_str(&text).map_err(|e| Error::Spec {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
         spec.validate()?;
         Ok(spec)
     }
 
     pub fn validate(&self) -> Result<(), Error> {
-        let field = |f: &str, p: &str| Err(Error::Field { field: f.to_string(), problem: p.to_string() });
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        let field = |f: &str, p: &str| {
+            Err(Error::Field {
+                field: f.to_string(),
+                problem: p.to_string(),
+            })
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return field("name", "expected lowercase letters, digits and '-'");
         }
         if self.version.is_empty() || self.version.contains(char::is_whitespace) {
             return field("version", "expected a version without spaces");
         }
         if self.partitions.esp_mib < MIN_ESP_MIB {
-            return field("partitions.esp_mib", &format!("at least {MIN_ESP_MIB} MiB (FAT32)"));
+            return field(
+                "partitions.esp_mib",
+                &format!("at least {MIN_ESP_MIB} MiB (FAT32)"),
+            );
         }
         if self.partitions.state_mib < MIN_EXT4_MIB {
-            return field("partitions.state_mib", &format!("at least {MIN_EXT4_MIB} MiB"));
+            return field(
+                "partitions.state_mib",
+                &format!("at least {MIN_EXT4_MIB} MiB"),
+            );
         }
         if self.partitions.ephemeral_mib < MIN_EXT4_MIB {
-            return field("partitions.ephemeral_mib", &format!("at least {MIN_EXT4_MIB} MiB"));
+            return field(
+                "partitions.ephemeral_mib",
+                &format!("at least {MIN_EXT4_MIB} MiB"),
+            );
         }
         if let Some(disk) = self.partitions.disk_mib {
             let need = self.needed_disk_mib();
             if disk < need {
-                return field("partitions.disk_mib", &format!("{disk} MiB is too small: the partitions need {need} MiB"));
+                return field(
+                    "partitions.disk_mib",
+                    &format!("{disk} MiB is too small: the partitions need {need} MiB"),
+                );
             }
         }
         for (i, m) in self.modules.load.iter().enumerate() {
@@ -106,7 +131,10 @@ impl Spec {
         }
         for (name, a) in &self.arch {
             if !ARCHES.iter().any(|(n, _)| n == name) {
-                return field(&format!("arch.{name}"), "unknown architecture (x86_64 or aarch64)");
+                return field(
+                    &format!("arch.{name}"),
+                    "unknown architecture (x86_64 or aarch64)",
+                );
             }
             for (what, p) in [("kernel", &a.kernel), ("bootloader", &a.bootloader)] {
                 let f = format!("arch.{name}.{what}");
@@ -146,7 +174,10 @@ impl Spec {
 
 fn check_module_path(field: &str, p: &str) -> Result<(), Error> {
     if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") {
-        return Err(Error::Field { field: field.into(), problem: "expected a path relative to lib/modules/<kver>".into() });
+        return Err(Error::Field {
+            field: field.into(),
+            problem: "expected a path relative to lib/modules/<kver>".into(),
+        });
     }
     Ok(())
 }
@@ -186,12 +217,30 @@ cmdline = "console=ttyS0"
     fn bad_fields_are_named() {
         assert!(check(GOOD).is_ok());
         let cases = [
-            (GOOD.replace("sha256 = \"0000", "sha256 = \"zz00"), "arch.x86_64.kernel.sha256: expected 64 hex characters"),
-            (GOOD.replace("esp_mib = 64", "esp_mib = 8"), "partitions.esp_mib: at least"),
-            (GOOD.replace("ephemeral_mib = 64", "ephemeral_mib = 64\ndisk_mib = 100"), "partitions.disk_mib: 100 MiB is too small: the partitions need 146 MiB"),
-            (GOOD.replace("[arch.x86_64]", "[arch.riscv]"), "arch.riscv: unknown architecture"),
-            (GOOD.replace("\"kernel/drivers/virtio\"", "\"/abs\""), "modules.hardware[0]: expected a path"),
-            (GOOD.replace("name = \"kiln\"", "name = \"Kiln OS\""), "name: expected lowercase"),
+            (
+                GOOD.replace("sha256 = \"0000", "sha256 = \"zz00"),
+                "arch.x86_64.kernel.sha256: expected 64 hex characters",
+            ),
+            (
+                GOOD.replace("esp_mib = 64", "esp_mib = 8"),
+                "partitions.esp_mib: at least",
+            ),
+            (
+                GOOD.replace("ephemeral_mib = 64", "ephemeral_mib = 64\ndisk_mib = 100"),
+                "partitions.disk_mib: 100 MiB is too small: the partitions need 146 MiB",
+            ),
+            (
+                GOOD.replace("[arch.x86_64]", "[arch.riscv]"),
+                "arch.riscv: unknown architecture",
+            ),
+            (
+                GOOD.replace("\"kernel/drivers/virtio\"", "\"/abs\""),
+                "modules.hardware[0]: expected a path",
+            ),
+            (
+                GOOD.replace("name = \"kiln\"", "name = \"Kiln OS\""),
+                "name: expected lowercase",
+            ),
         ];
         for (text, want) in cases {
             let err = check(&text).unwrap_err();

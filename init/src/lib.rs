@@ -28,12 +28,19 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 /// Runs PID 1. Never returns: the last act of PID 1 is `reboot(2)`.
 pub fn run() -> ! {
     log::init();
-    info!(boot_ms = clock::boot_ms(), "Kiln {} PID 1 starting", env!("CARGO_PKG_VERSION"));
+    info!(
+        boot_ms = clock::boot_ms(),
+        "Kiln {} PID 1 starting",
+        env!("CARGO_PKG_VERSION")
+    );
     // The kernel must not reboot on ctrl-alt-del: it sends PID 1 SIGINT instead.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         warn!("cannot route ctrl-alt-del to PID 1: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the async runtime: {e}; halting in place");

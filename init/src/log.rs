@@ -27,7 +27,10 @@ pub fn init() {
         .with_level(false)
         .with_writer(Kmsg)
         .with_filter(LevelFilter::INFO);
-    let _ = tracing_subscriber::registry().with(console).with(kmsg).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(console)
+        .with(kmsg)
+        .try_init();
 }
 
 /// Starts copying log events to `/dev/kmsg`; called once devtmpfs is mounted.

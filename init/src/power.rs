@@ -79,7 +79,9 @@ pub async fn wait_for_request() -> Action {
 
 /// `/dev/input/eventN` devices that report KEY_POWER, found through sysfs.
 fn power_buttons(class_input: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(class_input) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(class_input) else {
+        return Vec::new();
+    };
     let mut out: Vec<PathBuf> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
@@ -112,7 +114,10 @@ fn has_bit(bitmap: &str, bit: u32) -> bool {
 /// Returns when the key is pressed.
 async fn watch_button(dev: &Path) -> std::io::Result<()> {
     let file = File::open(dev)?;
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
     // SAFETY: the AsyncFd owns `file`, so the descriptor stays open for as
     // long as it is registered.
     let fd = unsafe { AsyncFd::register(file) }?;

@@ -27,7 +27,10 @@ pub fn definitions() -> Vec<ServiceSpec> {
 /// complete (nothing to run them on) or the definitions are invalid.
 pub async fn start(boot: &Boot, reaper: Reaper) -> Option<Supervisor> {
     if !boot.complete {
-        error!("boot incomplete (failed: {:?}): no services started", boot.failed);
+        error!(
+            "boot incomplete (failed: {:?}): no services started",
+            boot.failed
+        );
         return None;
     }
     let config = SupervisorConfig {
@@ -69,6 +72,14 @@ async fn wait_until_settled(supervisor: &Supervisor) {
     if tokio::time::timeout(SETTLE_LIMIT, wait).await.is_err() {
         warn!("services not settled after {SETTLE_LIMIT:?}; going on");
     }
-    let states: Vec<String> = supervisor.list().iter().map(|s| format!("{}={:?}", s.id, s.state)).collect();
-    info!(boot_ms = crate::clock::boot_ms(), "services ready: {}", states.join(" "));
+    let states: Vec<String> = supervisor
+        .list()
+        .iter()
+        .map(|s| format!("{}={:?}", s.id, s.state))
+        .collect();
+    info!(
+        boot_ms = crate::clock::boot_ms(),
+        "services ready: {}",
+        states.join(" ")
+    );
 }

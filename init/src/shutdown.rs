@@ -36,7 +36,9 @@ pub fn finish(action: Action) -> ! {
             Err(e) => {
                 warn!("cannot unmount {target}: {e}; remounting read-only");
                 let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, ro, None::<&str>) {
+                if let Err(e) =
+                    nix::mount::mount(None::<&str>, target, None::<&str>, ro, None::<&str>)
+                {
                     error!("cannot remount {target} read-only: {e}");
                 }
             }

@@ -100,16 +100,16 @@ fn main() -> Result<()> {
     let root = repo_root()?;
     std::env::set_current_dir(&root)?;
     match args.cmd {
-        Cmd::Setup(_) => setup::run(),
+        Cmd::Setup(_) => setup::install_missing(),
         Cmd::Build(b) => {
-            setup::run()?;
+            setup::install_missing()?;
             for arch in Arch::parse_list(&b.arch)? {
                 build(&root, arch)?;
             }
             Ok(())
         }
         Cmd::Demo(d) => {
-            setup::run()?;
+            setup::install_missing()?;
             let arch = match Arch::parse_list(&d.arch)?.as_slice() {
                 [one] => *one,
                 _ => bail!("--arch: the demo boots one architecture"),
@@ -123,13 +123,18 @@ fn main() -> Result<()> {
 
 fn repo_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest.parent().context("xtask has no parent directory")?.to_path_buf())
+    Ok(manifest
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
 }
 
 /// Runs a command, echoing it, and fails with its exit status.
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", render(cmd));
-    let status = cmd.status().with_context(|| format!("cannot start {}", render(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", render(cmd)))?;
     if !status.success() {
         bail!("{} failed: {status}", render(cmd));
     }
@@ -159,18 +164,39 @@ fn build(root: &Path, arch: Arch) -> Result<()> {
         .unwrap_or_else(|| root.join("target"))
         .join("node");
     run(Command::new("/usr/bin/cargo")
-        .args(["build", "--release", "--locked", "-p", "kiln", "--target", arch.triple()])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "kiln",
+            "--target",
+            arch.triple(),
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTC", "/usr/bin/rustc")
         .env_remove("RUSTUP_TOOLCHAIN")
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static"))?;
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
     let binary = target_dir.join(arch.triple()).join("release/kiln");
 
     step(&format!("building the {} image", arch.name()));
     let out = root.join("out").join(arch.name());
     run(Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--locked", "-p", "kiln-image", "--", "build", "--arch", arch.name()])
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "kiln-image",
+            "--",
+            "build",
+            "--arch",
+            arch.name(),
+        ])
         .args(["--spec", "configs/image.toml"])
         .arg("--kiln-binary")
         .arg(&binary)
@@ -212,9 +238,14 @@ fn demo(root: &Path, arch: Arch, disk_gib: u64) -> Result<()> {
         .args(machine)
         .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic"])
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+        ))
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()))
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars_copy.display()
+        ))
         .arg("-drive")
         .arg(format!("if=virtio,format=raw,file={}", disk.display()))
         .args(["-nic", "user,model=virtio-net-pci"]))
@@ -222,13 +253,27 @@ fn demo(root: &Path, arch: Arch, disk_gib: u64) -> Result<()> {
 
 /// Everything CI runs, in order of cost: cheap checks first.
 fn test(root: &Path, no_qemu: bool) -> Result<()> {
-    setup::run()?;
+    setup::install_missing()?;
     step("format");
     run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     step("lints");
-    run(Command::new("cargo").args(["clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(Command::new("cargo").args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     step("host tests");
-    run(Command::new("cargo").args(["test", "--locked", "--workspace", "--exclude", "kiln-qemu-tests"]))?;
+    run(Command::new("cargo").args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--exclude",
+        "kiln-qemu-tests",
+    ]))?;
     if no_qemu {
         return Ok(());
     }
@@ -237,6 +282,13 @@ fn test(root: &Path, no_qemu: bool) -> Result<()> {
     }
     step("QEMU boot tests");
     run(Command::new("cargo")
-        .args(["test", "--locked", "-p", "kiln-qemu-tests", "--", "--test-threads=1"])
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "kiln-qemu-tests",
+            "--",
+            "--test-threads=1",
+        ])
         .env("KILN_OUT_DIR", root.join("out")))
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::{run, step};
+use crate::step;
 
 /// Packages from bookworm-backports.
 const BACKPORTS: &[&str] = &["qemu-system-x86", "qemu-system-arm", "qemu-user-static"];
@@ -25,28 +25,41 @@ const MAIN: &[&str] = &[
     "dosfstools",
     "mtools",
     "gdisk",
+    "cpio",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 
-pub fn run() -> Result<()> {
+pub fn install_missing() -> Result<()> {
     let missing_main: Vec<&str> = MAIN.iter().copied().filter(|p| !installed(p)).collect();
-    let missing_bpo: Vec<&str> = BACKPORTS.iter().copied().filter(|p| !installed(p)).collect();
+    let missing_bpo: Vec<&str> = BACKPORTS
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
     if missing_main.is_empty() && missing_bpo.is_empty() {
         return Ok(());
     }
-    step(&format!("installing {}", [missing_bpo.clone(), missing_main.clone()].concat().join(" ")));
+    step(&format!(
+        "installing {}",
+        [missing_bpo.clone(), missing_main.clone()]
+            .concat()
+            .join(" ")
+    ));
     ensure_backports()?;
     ensure_arm64()?;
-    run(Command::new("apt-get").args(["update", "-q"]))?;
+    crate::run(Command::new("apt-get").args(["update", "-q"]))?;
     if !missing_bpo.is_empty() {
-        run(apt_install().args(["-t", "bookworm-backports"]).args(&missing_bpo))?;
+        crate::run(
+            apt_install()
+                .args(["-t", "bookworm-backports"])
+                .args(&missing_bpo),
+        )?;
     }
     if !missing_main.is_empty() {
-        run(apt_install().args(&missing_main))?;
+        crate::run(apt_install().args(&missing_main))?;
     }
     Ok(())
 }
-
 
 fn apt_install() -> Command {
     let mut c = Command::new("apt-get");
@@ -69,21 +82,33 @@ fn ensure_backports() -> Result<()> {
     if Path::new(BACKPORTS_SOURCES).exists() {
         return Ok(());
     }
-    let base = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
-        .context("reading /etc/apt/sources.list.d/debian.sources (a Debian 12 machine is expected)")?;
+    let base = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").context(
+        "reading /etc/apt/sources.list.d/debian.sources (a Debian 12 machine is expected)",
+    )?;
     let first = base.split("\n\n").next().unwrap_or_default();
     let stanza: String = first
         .lines()
-        .map(|l| if l.starts_with("Suites:") { "Suites: bookworm-backports" } else { l })
+        .map(|l| {
+            if l.starts_with("Suites:") {
+                "Suites: bookworm-backports"
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(BACKPORTS_SOURCES, stanza + "\n").context("writing the backports source")
 }
 
 fn ensure_arm64() -> Result<()> {
-    let out = Command::new("dpkg").arg("--print-foreign-architectures").output()?;
-    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "arm64") {
-        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    let out = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()?;
+    if !String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == "arm64")
+    {
+        crate::run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
     }
     Ok(())
 }

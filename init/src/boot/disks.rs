@@ -38,7 +38,11 @@ pub enum Storage {
     #[default]
     Unknown,
     /// STATE and EPHEMERAL partitions of `disk` are mounted.
-    Disk { disk: PathBuf, state: PathBuf, ephemeral: PathBuf },
+    Disk {
+        disk: PathBuf,
+        state: PathBuf,
+        ephemeral: PathBuf,
+    },
     /// No Kiln disk: /var is a tmpfs, STATE is absent.
     Tmpfs,
 }
@@ -61,7 +65,13 @@ pub(super) fn mount(boot: &mut Boot) -> Result<(), Error> {
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_WAIT);
     let Some((state, ephemeral)) = wait_for_partitions(Path::new("/sys/class/block"), wait) else {
-        mount_fs("tmpfs", VAR_MOUNT, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+        mount_fs(
+            "tmpfs",
+            VAR_MOUNT,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )?;
         warn!("no {STATE_LABEL}/{EPHEMERAL_LABEL} partitions found: /var is tmpfs, nothing will persist");
         boot.storage = Storage::Tmpfs;
         prepare_var()?;
@@ -74,8 +84,20 @@ pub(super) fn mount(boot: &mut Boot) -> Result<(), Error> {
         warn!("cannot grow {EPHEMERAL_LABEL}: {e}");
     }
     let data = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount_fs(&state_dev.to_string_lossy(), STATE_MOUNT, "ext4", data | MsFlags::MS_NOEXEC, None)?;
-    mount_fs(&ephemeral_dev.to_string_lossy(), VAR_MOUNT, "ext4", data, None)?;
+    mount_fs(
+        &state_dev.to_string_lossy(),
+        STATE_MOUNT,
+        "ext4",
+        data | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    mount_fs(
+        &ephemeral_dev.to_string_lossy(),
+        VAR_MOUNT,
+        "ext4",
+        data,
+        None,
+    )?;
     if let Err(e) = grow_ext4(&ephemeral_dev, Path::new(VAR_MOUNT)) {
         warn!("cannot grow the {EPHEMERAL_LABEL} filesystem: {e}");
     }
@@ -85,7 +107,11 @@ pub(super) fn mount(boot: &mut Boot) -> Result<(), Error> {
         ephemeral_mib = fs_size(Path::new(VAR_MOUNT)) >> 20,
         "{STATE_LABEL} mounted on {STATE_MOUNT}, {EPHEMERAL_LABEL} on {VAR_MOUNT}"
     );
-    boot.storage = Storage::Disk { disk, state: state_dev, ephemeral: ephemeral_dev };
+    boot.storage = Storage::Disk {
+        disk,
+        state: state_dev,
+        ephemeral: ephemeral_dev,
+    };
     prepare_var()
 }
 
@@ -131,10 +157,14 @@ fn wait_for_partitions(class_block: &Path, limit: Duration) -> Option<(Partition
 /// Partitions by device name, with their GPT names (from `uevent`).
 fn scan(class_block: &Path) -> BTreeMap<String, (Option<String>, Partition)> {
     let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(class_block) else { return out };
+    let Ok(entries) = std::fs::read_dir(class_block) else {
+        return out;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(uevent) = std::fs::read_to_string(path.join("uevent")) else { continue };
+        let Ok(uevent) = std::fs::read_to_string(path.join("uevent")) else {
+            continue;
+        };
         let field = |k: &str| {
             uevent
                 .lines()
@@ -144,15 +174,30 @@ fn scan(class_block: &Path) -> BTreeMap<String, (Option<String>, Partition)> {
         let dev = entry.file_name().to_string_lossy().into_owned();
         let number = field("PARTN").and_then(|n| n.parse().ok());
         // The parent directory of a partition in /sys/devices is its disk.
-        let disk = std::fs::canonicalize(&path)
-            .ok()
-            .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()));
+        let disk = std::fs::canonicalize(&path).ok().and_then(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .map(|d| d.to_string_lossy().into_owned())
+        });
         match (number, disk) {
             (Some(number), Some(disk)) => {
-                out.insert(dev.clone(), (field("PARTNAME"), Partition { dev, disk, number }));
+                out.insert(
+                    dev.clone(),
+                    (field("PARTNAME"), Partition { dev, disk, number }),
+                );
             }
             _ => {
-                out.insert(dev.clone(), (None, Partition { dev, disk: String::new(), number: 0 }));
+                out.insert(
+                    dev.clone(),
+                    (
+                        None,
+                        Partition {
+                            dev,
+                            disk: String::new(),
+                            number: 0,
+                        },
+                    ),
+                );
             }
         }
     }
@@ -168,9 +213,12 @@ fn pick(seen: &BTreeMap<String, (Option<String>, Partition)>) -> Option<(Partiti
             .collect()
     };
     let ephemeral = named(EPHEMERAL_LABEL);
-    named(STATE_LABEL)
-        .into_iter()
-        .find_map(|s| ephemeral.iter().find(|e| e.disk == s.disk).map(|e| (s, e.clone())))
+    named(STATE_LABEL).into_iter().find_map(|s| {
+        ephemeral
+            .iter()
+            .find(|e| e.disk == s.disk)
+            .map(|e| (s, e.clone()))
+    })
 }
 
 /// Extends partition `number` of `disk` to the last usable sector if it is
@@ -187,8 +235,10 @@ fn grow_partition(disk: &Path, number: u32) -> Result<(), Error> {
     })?;
     let Some(g) = grown else { return Ok(()) };
     f.sync_all().map_err(Error::io("sync", disk))?;
-    resize_kernel_partition(&f, number, g.start, g.new_len)
-        .map_err(Error::sys(format!("BLKPG resize partition {number} of {}", disk.display())))?;
+    resize_kernel_partition(&f, number, g.start, g.new_len).map_err(Error::sys(format!(
+        "BLKPG resize partition {number} of {}",
+        disk.display()
+    )))?;
     info!(
         disk = %disk.display(),
         from_mib = g.old_len >> 20,
@@ -209,16 +259,24 @@ struct Grown {
 /// Rewrites the GPT on `dev` so partition `number` ends at the last usable
 /// sector, with the backup header moved to the device's real end. `None` when
 /// it already does. The partition must be the last one on the disk.
-fn grow_table<D: Read + std::io::Write + Seek>(dev: &mut D, number: u32) -> Result<Option<Grown>, String> {
+fn grow_table<D: Read + std::io::Write + Seek>(
+    dev: &mut D,
+    number: u32,
+) -> Result<Option<Grown>, String> {
     let mut gpt = gptman::GPT::find_from(dev).map_err(|e| e.to_string())?;
     let sector = gpt.sector_size;
     if number == 0 || number > gpt.header.number_of_partition_entries || gpt[number].is_unused() {
         return Err(format!("no partition {number}"));
     }
-    gpt.header.update_from(dev, sector).map_err(|e| e.to_string())?;
+    gpt.header
+        .update_from(dev, sector)
+        .map_err(|e| e.to_string())?;
     let last_usable = gpt.header.last_usable_lba;
     let (start, end) = (gpt[number].starting_lba, gpt[number].ending_lba);
-    if gpt.iter().any(|(_, p)| p.is_used() && p.starting_lba > start) {
+    if gpt
+        .iter()
+        .any(|(_, p)| p.is_used() && p.starting_lba > start)
+    {
         return Err(format!("partition {number} is not the last one"));
     }
     if end >= last_usable {
@@ -295,9 +353,17 @@ fn grow_ext4(dev: &Path, mountpoint: &Path) -> Result<(), Error> {
     // a pointer valid for the call.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &target as *const u64) };
     if rc < 0 {
-        return Err(Error::Sys { what: format!("EXT4_IOC_RESIZE_FS {}", dev.display()), errno: nix::Error::last() });
+        return Err(Error::Sys {
+            what: format!("EXT4_IOC_RESIZE_FS {}", dev.display()),
+            errno: nix::Error::last(),
+        });
     }
-    info!(from_mib = (blocks * block_size) >> 20, to_mib = (target * block_size) >> 20, "grew ext4 on {}", dev.display());
+    info!(
+        from_mib = (blocks * block_size) >> 20,
+        to_mib = (target * block_size) >> 20,
+        "grew ext4 on {}",
+        dev.display()
+    );
     Ok(())
 }
 
@@ -322,7 +388,11 @@ fn parse_ext4_superblock(sb: &[u8; 1024]) -> Option<(u64, u64)> {
         return None;
     }
     let incompat_64bit = u32_at(0x60) & 0x80 != 0;
-    let hi = if incompat_64bit { u64::from(u32_at(0x150)) } else { 0 };
+    let hi = if incompat_64bit {
+        u64::from(u32_at(0x150))
+    } else {
+        0
+    };
     let blocks = (hi << 32) | u64::from(u32_at(0x04));
     let block_size = 1024u64 << u32_at(0x18).min(6);
     Some((blocks, block_size))
@@ -331,7 +401,7 @@ fn parse_ext4_superblock(sb: &[u8; 1024]) -> Option<(u64, u64)> {
 /// Size in bytes of the filesystem at `path`, 0 if unknown.
 fn fs_size(path: &Path) -> u64 {
     nix::sys::statvfs::statvfs(path)
-        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0)
 }
 
@@ -341,12 +411,25 @@ mod tests {
 
     #[test]
     fn pick_requires_both_labels_on_one_disk() {
-        let part = |dev: &str, disk: &str, n| Partition { dev: dev.into(), disk: disk.into(), number: n };
+        let part = |dev: &str, disk: &str, n| Partition {
+            dev: dev.into(),
+            disk: disk.into(),
+            number: n,
+        };
         let mut seen = BTreeMap::new();
-        seen.insert("sda2".into(), (Some("STATE".into()), part("sda2", "sda", 2)));
-        seen.insert("vdb3".into(), (Some("EPHEMERAL".into()), part("vdb3", "vdb", 3)));
+        seen.insert(
+            "sda2".into(),
+            (Some("STATE".into()), part("sda2", "sda", 2)),
+        );
+        seen.insert(
+            "vdb3".into(),
+            (Some("EPHEMERAL".into()), part("vdb3", "vdb", 3)),
+        );
         assert_eq!(pick(&seen), None);
-        seen.insert("sda3".into(), (Some("EPHEMERAL".into()), part("sda3", "sda", 3)));
+        seen.insert(
+            "sda3".into(),
+            (Some("EPHEMERAL".into()), part("sda3", "sda", 3)),
+        );
         let (s, e) = pick(&seen).unwrap();
         assert_eq!((s.dev.as_str(), e.dev.as_str()), ("sda2", "sda3"));
     }
@@ -356,22 +439,60 @@ mod tests {
     fn grows_last_partition_and_moves_backup_header() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk.raw");
-        std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
         let sgdisk = |args: &[&str]| {
-            let out = std::process::Command::new("sgdisk").args(args).arg(&img).output();
+            let out = std::process::Command::new("sgdisk")
+                .args(args)
+                .arg(&img)
+                .output();
             let out = out.expect("sgdisk (apt install gdisk) is needed for this test");
-            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
         };
-        assert!(sgdisk(&["-n", "1:2048:+8M", "-c", "1:EFI", "-n", "2:0:+8M", "-c", "2:STATE", "-n", "3:0:+16M", "-c", "3:EPHEMERAL"]).0);
-        std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(256 << 20).unwrap();
+        assert!(
+            sgdisk(&[
+                "-n",
+                "1:2048:+8M",
+                "-c",
+                "1:EFI",
+                "-n",
+                "2:0:+8M",
+                "-c",
+                "2:STATE",
+                "-n",
+                "3:0:+16M",
+                "-c",
+                "3:EPHEMERAL"
+            ])
+            .0
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
 
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap();
         assert!(grow_table(&mut f, 2).unwrap_err().contains("not the last"));
         let g = grow_table(&mut f, 3).unwrap().unwrap();
         assert_eq!(g.old_len, 16 << 20);
         // 256 MiB minus the start and the 33-sector backup GPT.
         assert_eq!(g.start + g.new_len, (256 << 20) - 33 * 512);
-        assert_eq!(grow_table(&mut f, 3).unwrap(), None, "second run must be a no-op");
+        assert_eq!(
+            grow_table(&mut f, 3).unwrap(),
+            None,
+            "second run must be a no-op"
+        );
         drop(f);
 
         let (ok, report) = sgdisk(&["-v"]);

@@ -39,7 +39,8 @@ pub(super) fn seed(boot: &mut Boot) -> Result<(), Error> {
 
 /// Adds `seed` to the input pool and credits it as full entropy.
 fn credit(seed: &[u8]) -> nix::Result<()> {
-    let random = File::open("/dev/urandom").map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let random = File::open("/dev/urandom")
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
     let mut arg = Vec::with_capacity(8 + seed.len());
     arg.extend_from_slice(&((seed.len() * 8) as i32).to_ne_bytes());

@@ -31,7 +31,8 @@ pub(super) fn apply(boot: &mut Boot) -> Result<(), Error> {
         }
     };
     std::fs::create_dir_all("/run/kiln").map_err(Error::io("create", "/run/kiln"))?;
-    std::fs::write(RUN_MACHINE_ID, format!("{id}\n")).map_err(Error::io("write", RUN_MACHINE_ID))?;
+    std::fs::write(RUN_MACHINE_ID, format!("{id}\n"))
+        .map_err(Error::io("write", RUN_MACHINE_ID))?;
     let hostname = boot
         .cmdline
         .get("kiln.hostname")

@@ -80,14 +80,42 @@ pub struct Phase {
 
 /// The boot, in order.
 pub const PHASES: &[Phase] = &[
-    Phase { name: "early-mounts", critical: true, run: mounts::early },
-    Phase { name: "kernel-modules", critical: false, run: modules::load },
-    Phase { name: "root-image", critical: true, run: rootfs::switch_root },
-    Phase { name: "system-mounts", critical: true, run: mounts::system },
-    Phase { name: "disks", critical: false, run: disks::mount },
+    Phase {
+        name: "early-mounts",
+        critical: true,
+        run: mounts::early,
+    },
+    Phase {
+        name: "kernel-modules",
+        critical: false,
+        run: modules::load,
+    },
+    Phase {
+        name: "root-image",
+        critical: true,
+        run: rootfs::switch_root,
+    },
+    Phase {
+        name: "system-mounts",
+        critical: true,
+        run: mounts::system,
+    },
+    Phase {
+        name: "disks",
+        critical: false,
+        run: disks::mount,
+    },
     // Entropy first: a fresh machine id reads the kernel's random pool.
-    Phase { name: "entropy", critical: false, run: entropy::seed },
-    Phase { name: "identity", critical: false, run: identity::apply },
+    Phase {
+        name: "entropy",
+        critical: false,
+        run: entropy::seed,
+    },
+    Phase {
+        name: "identity",
+        critical: false,
+        run: identity::apply,
+    },
 ];
 
 /// Runs every phase and returns what the boot found.
@@ -98,10 +126,17 @@ pub async fn run() -> Boot {
         match (phase.run)(&mut boot) {
             Ok(()) => info!(phase = phase.name, ms = boot_ms() - start, "phase done"),
             Err(e) => {
-                error!(phase = phase.name, ms = boot_ms() - start, "phase failed: {e}");
+                error!(
+                    phase = phase.name,
+                    ms = boot_ms() - start,
+                    "phase failed: {e}"
+                );
                 boot.failed.push(phase.name);
                 if phase.critical {
-                    error!("boot stopped after critical phase {}; PID 1 stays up", phase.name);
+                    error!(
+                        "boot stopped after critical phase {}; PID 1 stays up",
+                        phase.name
+                    );
                     return boot;
                 }
             }

@@ -25,7 +25,11 @@ pub(super) fn mount_fs(
     std::fs::create_dir_all(target).map_err(Error::io("create mount point", target))?;
     match mount(Some(source), target, Some(fstype), flags, data) {
         Ok(()) | Err(nix::Error::EBUSY) => Ok(()),
-        Err(errno) => Err(Error::Mount { fstype, target: target.into(), errno }),
+        Err(errno) => Err(Error::Mount {
+            fstype,
+            target: target.into(),
+            errno,
+        }),
     }
 }
 
@@ -33,8 +37,20 @@ pub(super) fn mount_fs(
 pub(super) fn early(boot: &mut Boot) -> Result<(), Error> {
     mount_fs("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;
     mount_fs("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, None)?;
-    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
-    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
     if let Err(e) = crate::log::attach_kmsg() {
         tracing::warn!("no kernel log: /dev/kmsg: {e}");
     }
@@ -52,9 +68,27 @@ pub(super) fn system(_boot: &mut Boot) -> Result<(), Error> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=0620,ptmxmode=0666"),
     )?;
-    mount_fs("tmpfs", "/dev/shm", "tmpfs", NOSUID_NODEV_NOEXEC, Some("mode=1777"))?;
-    mount_fs("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
-    mount_fs("cgroup2", "/sys/fs/cgroup", "cgroup2", NOSUID_NODEV_NOEXEC, Some("nsdelegate"))?;
+    mount_fs(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        NOSUID_NODEV_NOEXEC,
+        Some("nsdelegate"),
+    )?;
     let controllers = enable_controllers(Path::new("/sys/fs/cgroup"))?;
     info!(controllers = %controllers, "cgroup2 ready");
     Ok(())

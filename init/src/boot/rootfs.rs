@@ -58,15 +58,27 @@ pub(super) fn switch_root(_boot: &mut Boot) -> Result<(), Error> {
     }
     let image = File::open(ROOT_IMAGE).map_err(Error::io("open", ROOT_IMAGE))?;
     let (loop_path, _loop_dev) = attach_loop(&image)?;
-    super::mounts::mount_fs(&loop_path, SYSROOT, "squashfs", MsFlags::MS_RDONLY | MsFlags::MS_NODEV, None)?;
+    super::mounts::mount_fs(
+        &loop_path,
+        SYSROOT,
+        "squashfs",
+        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+        None,
+    )?;
 
     // Modules stay in the initramfs; the root image has an empty mount point.
     let modules = format!("{SYSROOT}/lib/modules");
     bind_readonly("/lib/modules", &modules)?;
     for m in CARRIED_MOUNTS {
         let target = format!("{SYSROOT}{m}");
-        mount(Some(m), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(Error::sys(format!("move {m} to {target}")))?;
+        mount(
+            Some(m),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(Error::sys(format!("move {m} to {target}")))?;
     }
     nix::unistd::chdir(SYSROOT).map_err(Error::sys("chdir /sysroot"))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
@@ -79,8 +91,14 @@ pub(super) fn switch_root(_boot: &mut Boot) -> Result<(), Error> {
 
 /// Binds `src` onto `dst` and makes the bind read-only.
 fn bind_readonly(src: &str, dst: &str) -> Result<(), Error> {
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(Error::sys(format!("bind {src} on {dst}")))?;
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(Error::sys(format!("bind {src} on {dst}")))?;
     let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     mount(None::<&str>, dst, None::<&str>, ro, None::<&str>)
         .map_err(Error::sys(format!("remount {dst} read-only")))
@@ -97,7 +115,10 @@ fn attach_loop(image: &File) -> Result<(String, File), Error> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
     let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
     if n < 0 {
-        return Err(Error::Sys { what: "LOOP_CTL_GET_FREE".into(), errno: nix::Error::last() });
+        return Err(Error::Sys {
+            what: "LOOP_CTL_GET_FREE".into(),
+            errno: nix::Error::last(),
+        });
     }
     let path = format!("/dev/loop{n}");
     let dev = OpenOptions::new()
@@ -111,9 +132,18 @@ fn attach_loop(image: &File) -> Result<(String, File), Error> {
     config.info.flags = LO_FLAGS_READ_ONLY;
     // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which LoopConfig
     // mirrors, through a pointer valid for the duration of the call.
-    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) };
+    let rc = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_CONFIGURE,
+            &config as *const LoopConfig,
+        )
+    };
     if rc < 0 {
-        return Err(Error::Sys { what: format!("LOOP_CONFIGURE {path}"), errno: nix::Error::last() });
+        return Err(Error::Sys {
+            what: format!("LOOP_CONFIGURE {path}"),
+            errno: nix::Error::last(),
+        });
     }
     Ok((path, dev))
 }

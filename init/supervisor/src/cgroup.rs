@@ -19,7 +19,9 @@ impl Cgroup {
     pub(crate) fn create(root: &Path, id: &str) -> std::io::Result<(Cgroup, OwnedFd)> {
         let path = root.join(id);
         std::fs::create_dir_all(&path)?;
-        let procs = std::fs::OpenOptions::new().write(true).open(path.join("cgroup.procs"))?;
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))?;
         Ok((Cgroup { path }, procs.into()))
     }
 

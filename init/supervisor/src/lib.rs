@@ -103,7 +103,11 @@ pub struct SupervisorConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        Self { cgroup_root: None, log_dir: None, log_lines: 1000 }
+        Self {
+            cgroup_root: None,
+            log_dir: None,
+            log_lines: 1000,
+        }
     }
 }
 
@@ -119,7 +123,13 @@ pub struct ShutdownReport {
 
 impl std::fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} stopped [{}] in {} ms", self.stopped.len(), self.stopped.join(" "), self.elapsed.as_millis())?;
+        write!(
+            f,
+            "{} stopped [{}] in {} ms",
+            self.stopped.len(),
+            self.stopped.join(" "),
+            self.elapsed.as_millis()
+        )?;
         if !self.killed.is_empty() {
             write!(f, ", killed at the deadline [{}]", self.killed.join(" "))?;
         }
@@ -161,14 +171,29 @@ impl Supervisor {
     pub fn new(config: SupervisorConfig, reaper: Reaper) -> Self {
         let (events, _) = broadcast::channel(1024);
         let (changed, _) = watch::channel(0);
-        Self { inner: Arc::new(Inner { config, reaper, services: Mutex::default(), events, changed }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                reaper,
+                services: Mutex::default(),
+                events,
+                changed,
+            }),
+        }
     }
 
     /// Validates `specs` (ids unique, dependencies known, no cycles, commands
     /// non-empty) and starts a task for each; nothing starts if any is invalid.
     /// Must be called within a tokio runtime.
     pub async fn load(&self, specs: Vec<ServiceSpec>) -> Result<(), Error> {
-        validate(&specs, &self.inner.services.lock().unwrap_or_else(|e| e.into_inner()))?;
+        validate(
+            &specs,
+            &self
+                .inner
+                .services
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )?;
         for spec in specs {
             let status = ServiceStatus {
                 id: spec.id.clone(),
@@ -179,10 +204,26 @@ impl Supervisor {
                 message: "loaded".into(),
                 since: SystemTime::now(),
             };
-            let (desired, _) = watch::channel(Desired { run: true, generation: 0 });
-            let logs = LogSink::new(&spec.id, self.inner.config.log_dir.as_deref(), self.inner.config.log_lines);
-            let svc = Arc::new(Service { spec, status: Mutex::new(status), desired, logs });
-            self.inner.services.lock().unwrap_or_else(|e| e.into_inner()).insert(svc.spec.id.clone(), svc.clone());
+            let (desired, _) = watch::channel(Desired {
+                run: true,
+                generation: 0,
+            });
+            let logs = LogSink::new(
+                &spec.id,
+                self.inner.config.log_dir.as_deref(),
+                self.inner.config.log_lines,
+            );
+            let svc = Arc::new(Service {
+                spec,
+                status: Mutex::new(status),
+                desired,
+                logs,
+            });
+            self.inner
+                .services
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(svc.spec.id.clone(), svc.clone());
             tokio::spawn(run_service(self.inner.clone(), svc));
         }
         Ok(())
@@ -240,20 +281,28 @@ impl Supervisor {
         let services = self.services();
         let stopped = Arc::new(Mutex::new(Vec::new()));
         let ordered = async {
-            let mut remaining: BTreeSet<String> = services.iter().map(|s| s.spec.id.clone()).collect();
+            let mut remaining: BTreeSet<String> =
+                services.iter().map(|s| s.spec.id.clone()).collect();
             while !remaining.is_empty() {
                 // Services no remaining service depends on.
                 let wave: Vec<Arc<Service>> = services
                     .iter()
                     .filter(|s| remaining.contains(&s.spec.id))
-                    .filter(|s| !services.iter().any(|o| remaining.contains(&o.spec.id) && o.spec.depends_on.contains(&s.spec.id)))
+                    .filter(|s| {
+                        !services.iter().any(|o| {
+                            remaining.contains(&o.spec.id) && o.spec.depends_on.contains(&s.spec.id)
+                        })
+                    })
                     .cloned()
                     .collect();
                 let stops = wave.iter().map(|s| {
                     let stopped = stopped.clone();
                     async move {
                         stop_and_wait(&self.inner, s).await;
-                        stopped.lock().unwrap_or_else(|e| e.into_inner()).push(s.spec.id.clone());
+                        stopped
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(s.spec.id.clone());
                     }
                 });
                 join_all(stops).await;
@@ -279,7 +328,13 @@ impl Supervisor {
     }
 
     fn services(&self) -> Vec<Arc<Service>> {
-        self.inner.services.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.inner
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn service(&self, id: &str) -> Result<Arc<Service>, Error> {
@@ -295,7 +350,10 @@ impl Supervisor {
 
 impl Service {
     fn status(&self) -> ServiceStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -319,7 +377,12 @@ async fn stop_and_wait(inner: &Inner, svc: &Service) {
     });
     loop {
         let st = svc.status();
-        if st.pid.is_none() && matches!(st.state, State::Stopped | State::Finished | State::Failed | State::Waiting) {
+        if st.pid.is_none()
+            && matches!(
+                st.state,
+                State::Stopped | State::Finished | State::Failed | State::Waiting
+            )
+        {
             return;
         }
         if changed.changed().await.is_err() {
@@ -338,16 +401,27 @@ fn validate(specs: &[ServiceSpec], existing: &BTreeMap<String, Arc<Service>>) ->
             return Err(Error::EmptyCommand(s.id.clone()));
         }
     }
-    let deps: BTreeMap<&str, &Vec<String>> = specs.iter().map(|s| (s.id.as_str(), &s.depends_on)).collect();
+    let deps: BTreeMap<&str, &Vec<String>> = specs
+        .iter()
+        .map(|s| (s.id.as_str(), &s.depends_on))
+        .collect();
     for s in specs {
         for d in &s.depends_on {
             if !ids.contains(d.as_str()) && !existing.contains_key(d) {
-                return Err(Error::UnknownDependency { service: s.id.clone(), dependency: d.clone() });
+                return Err(Error::UnknownDependency {
+                    service: s.id.clone(),
+                    dependency: d.clone(),
+                });
             }
         }
     }
     // Depth-first search for a cycle, reporting its path.
-    fn visit<'a>(id: &'a str, deps: &BTreeMap<&'a str, &'a Vec<String>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Result<(), Error> {
+    fn visit<'a>(
+        id: &'a str,
+        deps: &BTreeMap<&'a str, &'a Vec<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Result<(), Error> {
         if let Some(pos) = path.iter().position(|p| *p == id) {
             let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
             cycle.push(id.to_string());
@@ -373,7 +447,13 @@ fn validate(specs: &[ServiceSpec], existing: &BTreeMap<String, Arc<Service>>) ->
     Ok(())
 }
 
-fn set_state(inner: &Inner, svc: &Service, state: State, message: impl Into<String>, pid: Option<i32>) {
+fn set_state(
+    inner: &Inner,
+    svc: &Service,
+    state: State,
+    message: impl Into<String>,
+    pid: Option<i32>,
+) {
     let message = message.into();
     {
         let mut st = svc.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -382,7 +462,12 @@ fn set_state(inner: &Inner, svc: &Service, state: State, message: impl Into<Stri
         st.message = message.clone();
         st.since = SystemTime::now();
     }
-    let _ = inner.events.send(Event { service: svc.spec.id.clone(), state, message, at: SystemTime::now() });
+    let _ = inner.events.send(Event {
+        service: svc.spec.id.clone(),
+        state,
+        message,
+        at: SystemTime::now(),
+    });
     inner.changed.send_modify(|n| *n += 1);
 }
 
@@ -445,20 +530,45 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
             Ok(p) => p,
             Err(e) => {
                 warn!(service = %svc.spec.id, "cannot start: {e}");
-                set_state(&inner, &svc, State::Failed, format!("cannot start: {e}"), None);
-                if svc.spec.restart == RestartPolicy::Never || !backoff(&svc, &mut desired, &mut streak).await {
+                set_state(
+                    &inner,
+                    &svc,
+                    State::Failed,
+                    format!("cannot start: {e}"),
+                    None,
+                );
+                if svc.spec.restart == RestartPolicy::Never
+                    || !backoff(&svc, &mut desired, &mut streak).await
+                {
                     wait_for_request(&mut desired).await;
                 }
                 continue;
             }
         };
-        set_state(&inner, &svc, State::Running, format!("running as pid {pid}"), Some(pid));
+        set_state(
+            &inner,
+            &svc,
+            State::Running,
+            format!("running as pid {pid}"),
+            Some(pid),
+        );
         let health = match svc.spec.health.clone() {
             None => {
-                set_state(&inner, &svc, State::Healthy, "running (no health check)", Some(pid));
+                set_state(
+                    &inner,
+                    &svc,
+                    State::Healthy,
+                    "running (no health check)",
+                    Some(pid),
+                );
                 None
             }
-            Some(check) => Some(tokio::spawn(watch_health(inner.clone(), svc.clone(), check, pid))),
+            Some(check) => Some(tokio::spawn(watch_health(
+                inner.clone(),
+                svc.clone(),
+                check,
+                pid,
+            ))),
         };
 
         let mut exit_rx = exit_rx;
@@ -472,12 +582,21 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
         let exit = match exit {
             Some(e) => e,
             None => {
-                set_state(&inner, &svc, State::Stopping, format!("stopping pid {pid}"), Some(pid));
+                set_state(
+                    &inner,
+                    &svc,
+                    State::Stopping,
+                    format!("stopping pid {pid}"),
+                    Some(pid),
+                );
                 let e = stop_process(&svc, pid, exit_rx).await;
                 if let Some(cg) = &cg {
                     cg.kill_all_and_remove().await;
                 }
-                svc.status.lock().unwrap_or_else(|e| e.into_inner()).last_exit = e;
+                svc.status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_exit = e;
                 set_state(&inner, &svc, State::Stopped, "stopped", None);
                 continue;
             }
@@ -485,7 +604,10 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
         if let Some(cg) = &cg {
             cg.kill_all_and_remove().await;
         }
-        svc.status.lock().unwrap_or_else(|e| e.into_inner()).last_exit = Some(exit);
+        svc.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_exit = Some(exit);
         if started.elapsed() >= svc.spec.backoff.reset_after {
             streak = 0;
         }
@@ -510,7 +632,10 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
 async fn backoff(svc: &Service, desired: &mut watch::Receiver<Desired>, streak: &mut u32) -> bool {
     let delay = svc.spec.backoff.delay(*streak);
     *streak += 1;
-    svc.status.lock().unwrap_or_else(|e| e.into_inner()).restarts += 1;
+    svc.status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .restarts += 1;
     tokio::select! {
         _ = tokio::time::sleep(delay) => desired.borrow().run,
         _ = stop_requested(desired) => false,
@@ -536,12 +661,27 @@ async fn wait_for_request(desired: &mut watch::Receiver<Desired>) {
 }
 
 /// Forks the service's process into its cgroup with output captured.
-fn start_process(inner: &Inner, svc: &Service) -> Result<(i32, tokio::sync::oneshot::Receiver<Exit>, Option<Cgroup>), String> {
+fn start_process(
+    inner: &Inner,
+    svc: &Service,
+) -> Result<(i32, tokio::sync::oneshot::Receiver<Exit>, Option<Cgroup>), String> {
     let spec = &svc.spec;
     let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let argv = spec.command.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
-    let env = spec.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
-    let cwd = spec.cwd.as_ref().map(|p| cstr(&p.to_string_lossy())).transpose()?;
+    let argv = spec
+        .command
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd = spec
+        .cwd
+        .as_ref()
+        .map(|p| cstr(&p.to_string_lossy()))
+        .transpose()?;
     let (cg, procs) = match &inner.config.cgroup_root {
         Some(root) => match Cgroup::create(root, &spec.id) {
             Ok((cg, fd)) => (Some(cg), Some(fd)),
@@ -553,7 +693,13 @@ fn start_process(inner: &Inner, svc: &Service) -> Result<(i32, tokio::sync::ones
         None => (None, None),
     };
     let output = svc.logs.pipe().map_err(|e| format!("output pipe: {e}"))?;
-    let launch = spawn::Launch { argv, env, cwd, output, cgroup_procs: procs };
+    let launch = spawn::Launch {
+        argv,
+        env,
+        cwd,
+        output,
+        cgroup_procs: procs,
+    };
     let pid = spawn::spawn(&launch).map_err(|e| e.to_string())?;
     let exit = inner.reaper.watch(pid);
     info!(service = %spec.id, pid, "started");
@@ -561,7 +707,11 @@ fn start_process(inner: &Inner, svc: &Service) -> Result<(i32, tokio::sync::ones
 }
 
 /// Stop signal, then SIGKILL after the stop timeout. Returns the exit.
-async fn stop_process(svc: &Service, pid: i32, exit: tokio::sync::oneshot::Receiver<Exit>) -> Option<Exit> {
+async fn stop_process(
+    svc: &Service,
+    pid: i32,
+    exit: tokio::sync::oneshot::Receiver<Exit>,
+) -> Option<Exit> {
     let _ = kill(Pid::from_raw(pid), svc.spec.stop_signal);
     let mut exit = exit;
     match tokio::time::timeout(svc.spec.stop_timeout, &mut exit).await {
@@ -569,7 +719,10 @@ async fn stop_process(svc: &Service, pid: i32, exit: tokio::sync::oneshot::Recei
         Err(_) => {
             warn!(service = %svc.spec.id, pid, "did not stop in {:?}: SIGKILL", svc.spec.stop_timeout);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            tokio::time::timeout(Duration::from_secs(5), exit).await.ok().and_then(Result::ok)
+            tokio::time::timeout(Duration::from_secs(5), exit)
+                .await
+                .ok()
+                .and_then(Result::ok)
         }
     }
 }
@@ -584,13 +737,25 @@ async fn watch_health(inner: Arc<Inner>, svc: Arc<Service>, check: HealthCheck, 
             Ok(()) => {
                 failures = 0;
                 if state != State::Healthy {
-                    set_state(&inner, &svc, State::Healthy, "health check passed", Some(pid));
+                    set_state(
+                        &inner,
+                        &svc,
+                        State::Healthy,
+                        "health check passed",
+                        Some(pid),
+                    );
                 }
             }
             Err(reason) => {
                 failures += 1;
                 if state == State::Healthy && failures >= check.failure_threshold {
-                    set_state(&inner, &svc, State::Unhealthy, format!("health check failed {failures} times: {reason}"), Some(pid));
+                    set_state(
+                        &inner,
+                        &svc,
+                        State::Unhealthy,
+                        format!("health check failed {failures} times: {reason}"),
+                        Some(pid),
+                    );
                 }
             }
         }

@@ -33,7 +33,12 @@ impl LogSink {
     }
 
     pub(crate) fn lines(&self) -> Vec<String> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
@@ -43,20 +48,34 @@ impl LogSink {
     /// A new pipe whose read end is drained by a task; returns the write end
     /// for the child's stdout and stderr.
     pub(crate) fn pipe(&self) -> std::io::Result<OwnedFd> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         // The child's end must block like an ordinary stdout.
-        nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))?;
+        nix::fcntl::fcntl(
+            &w,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )?;
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(r)?;
         let mut file = match &self.file {
             Some(p) => {
                 if let Some(dir) = p.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?)
+                Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)?,
+                )
             }
             None => None,
         };
-        let (id, ring, cap, tx) = (self.id.clone(), self.ring.clone(), self.cap, self.tx.clone());
+        let (id, ring, cap, tx) = (
+            self.id.clone(),
+            self.ring.clone(),
+            self.cap,
+            self.tx.clone(),
+        );
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {

@@ -87,7 +87,11 @@ impl Reaper {
     /// Registers `pid`; the receiver gets its exit status.
     pub fn watch(&self, pid: i32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();
-        let mut reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reg = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match reg.unclaimed.remove(&pid) {
             Some((exit, _)) => {
                 let _ = tx.send(exit);
@@ -103,7 +107,11 @@ impl Reaper {
 
     /// Tells the reaper there are children to wait for.
     pub fn notify_spawned(&self) {
-        let mut f = self.shared.spawned_flag.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self
+            .shared
+            .spawned_flag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *f = true;
         self.shared.spawned.notify_all();
     }
@@ -124,7 +132,10 @@ fn reap_forever(shared: &Shared) {
             Err(_) => {
                 // ECHILD: no children now. Sleep until a spawn, or a while
                 // (orphans can be re-parented to us at any time).
-                let f = shared.spawned_flag.lock().unwrap_or_else(|e| e.into_inner());
+                let f = shared
+                    .spawned_flag
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 let (mut f, _) = shared
                     .spawned
                     .wait_timeout_while(f, Duration::from_millis(500), |spawned| !*spawned)
@@ -144,7 +155,8 @@ fn deliver(shared: &Shared, pid: i32, exit: Exit) {
         None => {
             debug!(pid, %exit, "reaped a process nobody waits for");
             let now = Instant::now();
-            reg.unclaimed.retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
+            reg.unclaimed
+                .retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
             reg.unclaimed.insert(pid, (exit, now));
         }
     }

@@ -39,10 +39,21 @@ pub(crate) fn spawn(l: &Launch) -> Result<i32, SpawnError> {
     }
     // The child reports an exec failure through this pipe; a successful
     // exec closes it (O_CLOEXEC), so the parent reads EOF.
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Sys("pipe", e))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Sys("pipe", e))?;
     let devnull = c"/dev/null";
-    let argv: Vec<*const libc::c_char> = l.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp: Vec<*const libc::c_char> = l.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = l
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = l
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let out_fd = l.output.as_raw_fd();
     let cg_fd = l.cgroup_procs.as_ref().map(|f| f.as_raw_fd());
     let cwd = l.cwd.as_ref().map(|c| c.as_ptr());
@@ -75,7 +86,11 @@ pub(crate) fn spawn(l: &Launch) -> Result<i32, SpawnError> {
                     }
                 }
                 let null = libc::open(devnull.as_ptr(), libc::O_RDONLY);
-                if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(out_fd, 1) < 0 || libc::dup2(out_fd, 2) < 0 {
+                if null < 0
+                    || libc::dup2(null, 0) < 0
+                    || libc::dup2(out_fd, 1) < 0
+                    || libc::dup2(out_fd, 2) < 0
+                {
                     fail(3);
                 }
                 if let Some(dir) = cwd {
@@ -93,7 +108,8 @@ pub(crate) fn spawn(l: &Launch) -> Result<i32, SpawnError> {
             let n = nix::unistd::read(&err_r, &mut buf).unwrap_or(0);
             if n == 8 {
                 let step = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                let errno = nix::Error::from_raw(i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
+                let errno =
+                    nix::Error::from_raw(i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
                 let what = ["", "setsid", "join cgroup", "set up stdio", "chdir", "exec"];
                 let program = l.argv[0].to_string_lossy().into_owned();
                 return Err(match step {

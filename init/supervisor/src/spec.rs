@@ -91,7 +91,12 @@ pub struct HealthCheck {
 
 impl HealthCheck {
     pub fn new(probe: Probe) -> Self {
-        Self { probe, interval: Duration::from_secs(2), timeout: Duration::from_secs(2), failure_threshold: 3 }
+        Self {
+            probe,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+        }
     }
 }
 
@@ -175,7 +180,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), factor: 2, reset_after: Duration::from_secs(5) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            factor: 2,
+            reset_after: Duration::from_secs(5),
+        };
         let ms: Vec<u128> = (0..6).map(|n| b.delay(n).as_millis()).collect();
         assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
     }
