@@ -376,13 +376,7 @@ async fn stop_and_wait(inner: &Inner, svc: &Service) {
         d.generation += 1;
     });
     loop {
-        let st = svc.status();
-        if st.pid.is_none()
-            && matches!(
-                st.state,
-                State::Stopped | State::Finished | State::Failed | State::Waiting
-            )
-        {
+        if svc.status().state == State::Stopped {
             return;
         }
         if changed.changed().await.is_err() {
@@ -492,6 +486,9 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
     loop {
         // Not wanted: wait for a start request.
         if !desired.borrow_and_update().run {
+            if svc.status().state != State::Stopped {
+                set_state(&inner, &svc, State::Stopped, "stopped", None);
+            }
             if desired.changed().await.is_err() {
                 return;
             }
@@ -520,7 +517,6 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
             }
         };
         if !ready {
-            set_state(&inner, &svc, State::Stopped, "stopped", None);
             continue;
         }
 
@@ -537,10 +533,11 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
                     format!("cannot start: {e}"),
                     None,
                 );
-                if svc.spec.restart == RestartPolicy::Never
-                    || !backoff(&svc, &mut desired, &mut streak).await
-                {
+                if svc.spec.restart == RestartPolicy::Never {
                     wait_for_request(&mut desired).await;
+                } else {
+                    // A stop during the delay is handled at the loop's top.
+                    backoff(&svc, &mut desired, &mut streak).await;
                 }
                 continue;
             }
@@ -597,7 +594,6 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .last_exit = e;
-                set_state(&inner, &svc, State::Stopped, "stopped", None);
                 continue;
             }
         };
@@ -622,14 +618,17 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
             continue;
         }
         set_state(&inner, &svc, State::Failed, format!("{exit}"), None);
-        if !restart || !backoff(&svc, &mut desired, &mut streak).await {
+        if restart {
+            // A stop during the delay is handled at the loop's top.
+            backoff(&svc, &mut desired, &mut streak).await;
+        } else {
             wait_for_request(&mut desired).await;
         }
     }
 }
 
-/// Sleeps the backoff delay; false if a stop request cut it short.
-async fn backoff(svc: &Service, desired: &mut watch::Receiver<Desired>, streak: &mut u32) -> bool {
+/// Sleeps the backoff delay, or less if a stop request cuts it short.
+async fn backoff(svc: &Service, desired: &mut watch::Receiver<Desired>, streak: &mut u32) {
     let delay = svc.spec.backoff.delay(*streak);
     *streak += 1;
     svc.status
@@ -637,8 +636,8 @@ async fn backoff(svc: &Service, desired: &mut watch::Receiver<Desired>, streak: 
         .unwrap_or_else(|e| e.into_inner())
         .restarts += 1;
     tokio::select! {
-        _ = tokio::time::sleep(delay) => desired.borrow().run,
-        _ = stop_requested(desired) => false,
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop_requested(desired) => {}
     }
 }
 
