@@ -8,7 +8,7 @@ use std::path::Path;
 
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 
-use crate::Error;
+use crate::{fatfix, Error};
 
 /// What goes on the ESP.
 pub struct Contents<'a> {
@@ -70,7 +70,13 @@ pub fn write(c: &Contents, size: u64, out: &Path) -> Result<(), Error> {
     let fs = FileSystem::new(&mut file, FsOptions::new()).map_err(fail)?;
     fill(&fs, c)?;
     fs.unmount().map_err(fail)?;
-    file.sync_all().map_err(Error::io("sync", out))
+    drop(file);
+    let mut image = std::fs::read(out).map_err(Error::io("read", out))?;
+    fatfix::repair(&mut image).map_err(|problem| Error::Format {
+        what: "FAT32 ESP",
+        problem,
+    })?;
+    crate::manifest::write_atomic(out, &image)
 }
 
 /// The loader, its configuration and both slots.

@@ -14,6 +14,7 @@ pub mod depmod;
 pub mod disk;
 pub mod esp;
 pub mod ext4;
+pub mod fatfix;
 pub mod fetch;
 pub mod manifest;
 pub mod progress;

@@ -8,7 +8,13 @@ use nix::time::{clock_gettime, ClockId};
 
 fn main() {
     let _ = std::fs::create_dir_all("/proc");
-    if let Err(e) = mount(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None::<&str>) {
+    if let Err(e) = mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::empty(),
+        None::<&str>,
+    ) {
         println!("floor: mount /proc: {e}");
     }
     let ms = clock_gettime(ClockId::CLOCK_BOOTTIME)
