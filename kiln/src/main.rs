@@ -27,10 +27,16 @@ fn main() -> ExitCode {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let personality = if name == "kiln" { args.next() } else { Some(name) };
+    let personality = if name == "kiln" {
+        args.next()
+    } else {
+        Some(name)
+    };
     match personality.as_deref() {
         Some("init") => {
-            eprintln!("kiln init: must run as PID 1 (it mounts filesystems and powers the machine off)");
+            eprintln!(
+                "kiln init: must run as PID 1 (it mounts filesystems and powers the machine off)"
+            );
             ExitCode::from(2)
         }
         Some("hotplug") => service(kiln_hotplug::run),

@@ -22,7 +22,10 @@ pub enum Error {
     #[error("module index: {0}")]
     Index(#[from] kiln_kmod::Error),
     #[error("uevent socket: {what}: {errno}")]
-    Socket { what: &'static str, errno: nix::Error },
+    Socket {
+        what: &'static str,
+        errno: nix::Error,
+    },
 }
 
 /// The kernel's multicast group for uevents.
@@ -46,12 +49,21 @@ pub fn run() -> Result<(), Error> {
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkKObjectUEvent,
     )
-    .map_err(|errno| Error::Socket { what: "socket", errno })?;
+    .map_err(|errno| Error::Socket {
+        what: "socket",
+        errno,
+    })?;
     if let Err(e) = setsockopt(&sock, sockopt::RcvBuf, &RECV_BUFFER) {
         warn!("cannot enlarge the uevent buffer: {e}");
     }
-    bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &NetlinkAddr::new(0, KERNEL_GROUP))
-        .map_err(|errno| Error::Socket { what: "bind", errno })?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        &NetlinkAddr::new(0, KERNEL_GROUP),
+    )
+    .map_err(|errno| Error::Socket {
+        what: "bind",
+        errno,
+    })?;
     info!(kernel = %release, "listening for device events");
     // Devices added between PID 1's coldplug and this socket's bind sent
     // their events to nobody: one more coldplug pass catches them.
@@ -62,7 +74,11 @@ pub fn run() -> Result<(), Error> {
 
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = match recv(std::os::fd::AsRawFd::as_raw_fd(&sock), &mut buf, MsgFlags::empty()) {
+        let n = match recv(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            &mut buf,
+            MsgFlags::empty(),
+        ) {
             Ok(n) => n,
             // A burst overflowed the buffer: events were lost, keep going.
             Err(nix::Error::ENOBUFS) => {
@@ -70,17 +86,28 @@ pub fn run() -> Result<(), Error> {
                 continue;
             }
             Err(nix::Error::EINTR) => continue,
-            Err(errno) => return Err(Error::Socket { what: "recv", errno }),
+            Err(errno) => {
+                return Err(Error::Socket {
+                    what: "recv",
+                    errno,
+                })
+            }
         };
-        let Some(event) = Uevent::parse(&buf[..n]) else { continue };
+        let Some(event) = Uevent::parse(&buf[..n]) else {
+            continue;
+        };
         if event.action() != Some("add") {
             continue;
         }
-        let Some(alias) = event.get("MODALIAS") else { continue };
+        let Some(alias) = event.get("MODALIAS") else {
+            continue;
+        };
         for module in kmod.index().match_alias(alias) {
             match kmod.load(&module) {
                 Ok(report) if report.inserted.is_empty() => {}
-                Ok(_) => info!(module = %module, device = event.get("DEVPATH").unwrap_or("?"), "driver loaded"),
+                Ok(_) => {
+                    info!(module = %module, device = event.get("DEVPATH").unwrap_or("?"), "driver loaded")
+                }
                 Err(e) => warn!(module = %module, "cannot load driver: {e}"),
             }
         }
@@ -127,7 +154,10 @@ mod tests {
         let e = Uevent::parse(msg).unwrap();
         assert_eq!(e.action(), Some("add"));
         assert_eq!(e.get("SUBSYSTEM"), Some("pci"));
-        assert!(e.get("MODALIAS").unwrap().starts_with("pci:v00001AF4d00001005"));
+        assert!(e
+            .get("MODALIAS")
+            .unwrap()
+            .starts_with("pci:v00001AF4d00001005"));
     }
 
     #[test]
