@@ -160,7 +160,10 @@ fn check_initramfs(img: &Path, kiln: &Path) {
         "no virtio_pci alias"
     );
     let softdep = std::fs::read_to_string(mods.join("modules.softdep")).unwrap();
-    assert!(softdep.contains("softdep ext4 pre: crypto-crc32c"), "{softdep}");
+    assert!(
+        softdep.contains("softdep ext4 pre: crypto-crc32c"),
+        "{softdep}"
+    );
 
     // The root image: exactly the expected files, no shell anywhere.
     let sq = root.join("rootfs.squashfs");

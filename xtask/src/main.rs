@@ -28,6 +28,17 @@ enum Cmd {
     Build(BuildCmd),
     Demo(DemoCmd),
     Test(TestCmd),
+    BenchBoot(BenchBootCmd),
+}
+
+/// Measure boot times (firmware, kernel, PID 1, services) on both arches
+/// beside the floor (same kernel, trivial /init); prints a markdown table.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench-boot")]
+struct BenchBootCmd {
+    /// boots per case; the table shows medians (default 3)
+    #[argh(option, default = "3")]
+    runs: usize,
 }
 
 /// Install everything the build and the tests need that is missing (apt).
@@ -118,6 +129,31 @@ fn main() -> Result<()> {
             demo(&root, arch, d.disk_gib)
         }
         Cmd::Test(t) => test(&root, t.no_qemu),
+        Cmd::BenchBoot(b) => {
+            setup::install_missing()?;
+            let floors = [Arch::X86_64, Arch::Aarch64]
+                .into_iter()
+                .map(|arch| {
+                    build(&root, arch)?;
+                    build_static(&root, arch, "kiln-floor-init")
+                })
+                .collect::<Result<Vec<_>>>()?;
+            step("booting (TCG)");
+            run(Command::new(env!("CARGO"))
+                .args([
+                    "run",
+                    "--quiet",
+                    "--locked",
+                    "-p",
+                    "kiln-qemu-tests",
+                    "--bin",
+                    "boot-bench",
+                    "--",
+                ])
+                .arg(root.join("out"))
+                .args(&floors)
+                .arg(b.runs.to_string()))
+        }
     }
 }
 
@@ -158,30 +194,7 @@ fn step(title: &str) {
 /// images with `kiln-image`.
 fn build(root: &Path, arch: Arch) -> Result<()> {
     step(&format!("building the kiln userland for {}", arch.name()));
-    // Node builds use another compiler than host builds: keep them apart.
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("node");
-    run(Command::new("/usr/bin/cargo")
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "kiln",
-            "--target",
-            arch.triple(),
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTC", "/usr/bin/rustc")
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
-        ))?;
-    let binary = target_dir.join(arch.triple()).join("release/kiln");
+    let binary = build_static(root, arch, "kiln")?;
 
     step(&format!("building the {} image", arch.name()));
     let out = root.join("out").join(arch.name());
@@ -204,6 +217,34 @@ fn build(root: &Path, arch: Arch) -> Result<()> {
         .arg(&out))?;
     eprintln!("image ready in {}", out.display());
     Ok(())
+}
+
+/// Builds a static binary of `package` for `arch` and returns its path.
+fn build_static(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> {
+    // Node builds use another compiler than host builds: keep them apart.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("node");
+    run(Command::new("/usr/bin/cargo")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            package,
+            "--target",
+            arch.triple(),
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTC", "/usr/bin/rustc")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
+    Ok(target_dir.join(arch.triple()).join("release").join(package))
 }
 
 /// Boots the freshly built disk image in QEMU with the console attached.
