@@ -18,6 +18,9 @@ use regex::Regex;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
+/// Makes the machine for one boot of a case.
+type Case<'a> = Box<dyn Fn() -> MachineConfig + 'a>;
+
 struct Sample {
     firmware: f64,
     kernel: f64,
@@ -47,7 +50,7 @@ fn main() {
         let floor_img = work.path().join(format!("floor-{}.img", arch.name()));
         write_floor_initramfs(&floor, &floor_img);
         let disk = work.path().join("disk.raw");
-        let cases: Vec<(&str, Box<dyn Fn() -> MachineConfig>)> = vec![
+        let cases: Vec<(&str, Case)> = vec![
             (
                 "UEFI disk (systemd-boot)",
                 Box::new(|| {
