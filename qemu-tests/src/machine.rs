@@ -343,6 +343,12 @@ impl Machine {
         self.qmp("system_powerdown", json!({})).map(drop)
     }
 
+    /// Presses ctrl-alt-delete on the (PS/2) keyboard.
+    pub fn ctrl_alt_delete(&mut self) -> Result<(), Error> {
+        let keys = json!([{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]);
+        self.qmp("send-key", json!({ "keys": keys })).map(drop)
+    }
+
     /// `running`, `paused`, `shutdown`, …
     pub fn query_status(&mut self) -> Result<String, Error> {
         let v = self.qmp("query-status", json!({}))?;
