@@ -150,28 +150,27 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
     let step = Step::start("writing the GPT disk image");
     let raw_name = format!("kiln-{}.raw", o.arch);
     let raw = work.join(&raw_name);
+    let part = |name: &'static str, type_guid: &'static str, image: &Path, mib: u64| disk::Part {
+        name,
+        type_guid,
+        guid: derived_guid(&seed(&format!("part-{}", name.to_lowercase()))),
+        image: image.to_path_buf(),
+        size: mib << 20,
+    };
     let parts = [
-        disk::Part {
-            name: "EFI",
-            type_guid: disk::ESP_TYPE,
-            guid: derived_guid(&seed("part-esp")),
-            image: esp_img.clone(),
-            size: spec.partitions.esp_mib << 20,
-        },
-        disk::Part {
-            name: "STATE",
-            type_guid: disk::LINUX_FS_TYPE,
-            guid: derived_guid(&seed("part-state")),
-            image: state_img.clone(),
-            size: spec.partitions.state_mib << 20,
-        },
-        disk::Part {
-            name: "EPHEMERAL",
-            type_guid: disk::LINUX_FS_TYPE,
-            guid: derived_guid(&seed("part-ephemeral")),
-            image: ephemeral_img.clone(),
-            size: spec.partitions.ephemeral_mib << 20,
-        },
+        part("EFI", disk::ESP_TYPE, &esp_img, spec.partitions.esp_mib),
+        part(
+            "STATE",
+            disk::LINUX_FS_TYPE,
+            &state_img,
+            spec.partitions.state_mib,
+        ),
+        part(
+            "EPHEMERAL",
+            disk::LINUX_FS_TYPE,
+            &ephemeral_img,
+            spec.partitions.ephemeral_mib,
+        ),
     ];
     let total = disk::write(&raw, derived_guid(&seed("disk")), &parts)?;
     if let Some(want) = spec.partitions.disk_mib {

@@ -103,15 +103,8 @@ impl Console {
             while *cursor < s.lines.len() {
                 let (at, line) = &s.lines[*cursor];
                 *cursor += 1;
-                if let Some(c) = re.captures(line) {
-                    return Ok(Match {
-                        line: line.clone(),
-                        captures: c
-                            .iter()
-                            .map(|m| m.map(|m| m.as_str().to_string()))
-                            .collect(),
-                        at: *at,
-                    });
+                if let Some(m) = matched(re, *at, line) {
+                    return Ok(m);
                 }
             }
             if s.closed {
@@ -132,16 +125,7 @@ impl Console {
     pub(crate) fn find(&self, re: &Regex) -> Option<Match> {
         let (lock, _) = &*self.state;
         let s = lock.lock().unwrap_or_else(|e| e.into_inner());
-        s.lines.iter().find_map(|(at, line)| {
-            re.captures(line).map(|c| Match {
-                line: line.clone(),
-                captures: c
-                    .iter()
-                    .map(|m| m.map(|m| m.as_str().to_string()))
-                    .collect(),
-                at: *at,
-            })
-        })
+        s.lines.iter().find_map(|(at, line)| matched(re, *at, line))
     }
 
     /// Everything so far.
@@ -172,4 +156,16 @@ impl Console {
         let (lock, _) = &*self.state;
         lock.lock().unwrap_or_else(|e| e.into_inner()).lines.clone()
     }
+}
+
+/// `line` as a [`Match`] of `re`, if it matches.
+fn matched(re: &Regex, at: Duration, line: &str) -> Option<Match> {
+    re.captures(line).map(|c| Match {
+        line: line.to_string(),
+        captures: c
+            .iter()
+            .map(|m| m.map(|m| m.as_str().to_string()))
+            .collect(),
+        at,
+    })
 }

@@ -139,17 +139,7 @@ fn main() -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             step("booting (TCG)");
-            run(Command::new(env!("CARGO"))
-                .args([
-                    "run",
-                    "--quiet",
-                    "--locked",
-                    "-p",
-                    "kiln-qemu-tests",
-                    "--bin",
-                    "boot-bench",
-                    "--",
-                ])
+            run(host_tool(&["-p", "kiln-qemu-tests", "--bin", "boot-bench"])
                 .arg(root.join("out"))
                 .args(&floors)
                 .arg(b.runs.to_string()))
@@ -198,25 +188,29 @@ fn build(root: &Path, arch: Arch) -> Result<()> {
 
     step(&format!("building the {} image", arch.name()));
     let out = root.join("out").join(arch.name());
-    run(Command::new(env!("CARGO"))
+    run(host_tool(&["-p", "kiln-image"])
         .args([
-            "run",
-            "--quiet",
-            "--locked",
-            "-p",
-            "kiln-image",
-            "--",
             "build",
             "--arch",
             arch.name(),
+            "--spec",
+            "configs/image.toml",
         ])
-        .args(["--spec", "configs/image.toml"])
         .arg("--kiln-binary")
         .arg(&binary)
         .arg("--out")
         .arg(&out))?;
     eprintln!("image ready in {}", out.display());
     Ok(())
+}
+
+/// `cargo run` of a host-side tool from this workspace; its arguments follow.
+fn host_tool(package: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["run", "--quiet", "--locked"])
+        .args(package)
+        .arg("--");
+    c
 }
 
 /// Builds a static binary of `package` for `arch` and returns its path.
