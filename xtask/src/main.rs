@@ -302,28 +302,82 @@ fn test(root: &Path, no_qemu: bool) -> Result<()> {
         "warnings",
     ]))?;
     step("host tests");
-    run(Command::new("cargo").args([
-        "test",
-        "--locked",
-        "--workspace",
-        "--exclude",
-        "kiln-qemu-tests",
-    ]))?;
+    let mut totals = Totals::default();
+    run_tests(
+        &mut totals,
+        Command::new("cargo").args([
+            "test",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "kiln-qemu-tests",
+        ]),
+    )?;
     if no_qemu {
-        return Ok(());
+        return totals.finish();
     }
     for arch in [Arch::X86_64, Arch::Aarch64] {
         build(root, arch)?;
     }
     step("QEMU boot tests");
-    run(Command::new("cargo")
-        .args([
-            "test",
-            "--locked",
-            "-p",
-            "kiln-qemu-tests",
-            "--",
-            "--test-threads=1",
-        ])
-        .env("KILN_OUT_DIR", root.join("out")))
+    run_tests(
+        &mut totals,
+        Command::new("cargo")
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "kiln-qemu-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("KILN_OUT_DIR", root.join("out")),
+    )?;
+    totals.finish()
+}
+
+/// Test counts summed over every `cargo test` run, from libtest's
+/// `test result:` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Prints the overall count as the run's last line.
+    fn finish(&self) -> Result<()> {
+        println!("\ntests: {} passed, {} failed", self.passed, self.failed);
+        Ok(())
+    }
+}
+
+/// Runs `cargo test …`, echoing its output and adding up its results.
+fn run_tests(totals: &mut Totals, cmd: &mut Command) -> Result<()> {
+    use std::io::BufRead;
+    eprintln!("$ {}", render(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", render(cmd)))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count("passed");
+            totals.failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} failed: {status}", render(cmd));
+    }
+    Ok(())
 }
