@@ -72,14 +72,26 @@ async fn wait_until_settled(supervisor: &Supervisor) {
     if tokio::time::timeout(SETTLE_LIMIT, wait).await.is_err() {
         warn!("services not settled after {SETTLE_LIMIT:?}; going on");
     }
-    let states: Vec<String> = supervisor
-        .list()
+    let list = supervisor.list();
+    let states: Vec<String> = list
         .iter()
         .map(|s| format!("{}={:?}", s.id, s.state))
         .collect();
+    let services_rss: u64 = list.iter().filter_map(|s| s.pid).filter_map(rss_kib).sum();
     info!(
         boot_ms = crate::clock::boot_ms(),
+        pid1_rss_kib = rss_kib(std::process::id() as i32).unwrap_or(0),
+        services_rss_kib = services_rss,
         "services ready: {}",
         states.join(" ")
     );
+}
+
+/// Resident memory of a process in KiB, from /proc/<pid>/status.
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

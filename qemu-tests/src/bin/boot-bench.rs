@@ -26,6 +26,8 @@ struct Sample {
     kernel: f64,
     pid1: Option<f64>,
     total: f64,
+    /// Resident memory of PID 1 and of all services at "services ready", KiB.
+    rss: Option<(f64, f64)>,
 }
 
 fn main() {
@@ -39,8 +41,8 @@ fn main() {
     let runs: usize = args.get(4).and_then(|r| r.parse().ok()).unwrap_or(3);
     let work = tempfile::tempdir().expect("temp dir");
 
-    println!("| arch | boot | firmware + loader (s) | kernel → PID 1 (s) | PID 1 → services ready (s) | QEMU start → ready (s) |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| arch | boot | firmware + loader (s) | kernel → PID 1 (s) | PID 1 → services ready (s) | QEMU start → ready (s) | PID 1 RSS (KiB) | services RSS (KiB) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (arch, floor) in [Arch::X86_64, Arch::Aarch64].into_iter().zip(floors) {
         let dir = out.join(arch.name());
         let cmdline = std::fs::read_to_string(dir.join("cmdline"))
@@ -94,17 +96,22 @@ fn main() {
             let floor_case = name.starts_with("floor");
             let samples: Vec<Sample> = (0..runs).map(|_| measure(config(), floor_case)).collect();
             let med = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
-            let pid1 = if floor_case {
-                "—".to_string()
-            } else {
-                format!("{:.2}", med(&|s| s.pid1.unwrap_or(0.0)))
+            let or_dash = |f: &dyn Fn(&Sample) -> f64, digits: usize| {
+                if floor_case {
+                    "—".to_string()
+                } else {
+                    format!("{:.*}", digits, med(f))
+                }
             };
             println!(
-                "| {} | {name} | {:.2} | {:.2} | {pid1} | {:.2} |",
+                "| {} | {name} | {:.2} | {:.2} | {} | {:.2} | {} | {} |",
                 arch.name(),
                 med(&|s| s.firmware),
                 med(&|s| s.kernel),
-                med(&|s| s.total)
+                or_dash(&|s| s.pid1.unwrap_or(0.0), 2),
+                med(&|s| s.total),
+                or_dash(&|s| s.rss.map_or(0.0, |r| r.0), 0),
+                or_dash(&|s| s.rss.map_or(0.0, |r| r.1), 0),
             );
         }
     }
@@ -131,20 +138,31 @@ fn measure(config: MachineConfig, floor: bool) -> Sample {
             kernel,
             pid1: None,
             total: first.at.as_secs_f64(),
+            rss: None,
         };
     }
     let ready = m
         .wait_for(
-            &Regex::new(r"services ready: .* boot_ms=(\d+)").unwrap(),
+            &Regex::new(
+                r"services ready: .* boot_ms=(\d+) pid1_rss_kib=(\d+) services_rss_kib=(\d+)",
+            )
+            .unwrap(),
             LIMIT,
         )
         .expect("services ready");
-    let ready_ms: f64 = ready.captures[1].as_deref().unwrap().parse().unwrap();
+    let num = |i: usize| -> f64 {
+        ready.captures[i]
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0.0)
+    };
     Sample {
         firmware,
         kernel,
-        pid1: Some((ready_ms - boot_ms) / 1000.0),
+        pid1: Some((num(1) - boot_ms) / 1000.0),
         total: ready.at.as_secs_f64(),
+        rss: Some((num(2), num(3))),
     }
 }
 
