@@ -295,17 +295,17 @@ impl Supervisor {
                     })
                     .cloned()
                     .collect();
-                let stops = wave.iter().map(|s| {
-                    let stopped = stopped.clone();
-                    async move {
-                        stop_and_wait(&self.inner, s).await;
-                        stopped
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(s.spec.id.clone());
-                    }
-                });
-                join_all(stops).await;
+                // Ask the whole wave at once, then wait: they stop in parallel.
+                for s in &wave {
+                    request_stop(s);
+                }
+                for s in &wave {
+                    wait_stopped(&self.inner, s).await;
+                    stopped
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(s.spec.id.clone());
+                }
                 for s in &wave {
                     remaining.remove(&s.spec.id);
                 }
@@ -357,24 +357,21 @@ impl Service {
     }
 }
 
-/// Runs futures concurrently on the current task.
-async fn join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    for f in set {
-        f.await;
-    }
-}
-
 /// Asks a service to stop and waits until it is no longer running.
 async fn stop_and_wait(inner: &Inner, svc: &Service) {
-    let mut changed = inner.changed.subscribe();
+    request_stop(svc);
+    wait_stopped(inner, svc).await;
+}
+
+fn request_stop(svc: &Service) {
     svc.desired.send_modify(|d| {
         d.run = false;
         d.generation += 1;
     });
+}
+
+async fn wait_stopped(inner: &Inner, svc: &Service) {
+    let mut changed = inner.changed.subscribe();
     loop {
         if svc.status().state == State::Stopped {
             return;
