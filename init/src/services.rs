@@ -77,19 +77,17 @@ async fn wait_until_settled(supervisor: &Supervisor) {
         .iter()
         .map(|s| format!("{}={:?}", s.id, s.state))
         .collect();
-    let services_rss: u64 = list.iter().filter_map(|s| s.pid).filter_map(rss_kib).sum();
     info!(
         boot_ms = crate::clock::boot_ms(),
-        pid1_rss_kib = rss_kib(std::process::id() as i32).unwrap_or(0),
-        services_rss_kib = services_rss,
+        pid1_rss_kib = own_rss_kib().unwrap_or(0),
         "services ready: {}",
         states.join(" ")
     );
 }
 
-/// Resident memory of a process in KiB, from /proc/<pid>/status.
-fn rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// PID 1's resident memory in KiB, from /proc/self/status.
+fn own_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

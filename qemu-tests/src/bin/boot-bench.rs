@@ -26,8 +26,8 @@ struct Sample {
     kernel: f64,
     pid1: Option<f64>,
     total: f64,
-    /// Resident memory of PID 1 and of all services at "services ready", KiB.
-    rss: Option<(f64, f64)>,
+    /// Resident memory of PID 1 at "services ready", KiB.
+    rss: Option<f64>,
 }
 
 fn main() {
@@ -41,8 +41,8 @@ fn main() {
     let runs: usize = args.get(4).and_then(|r| r.parse().ok()).unwrap_or(3);
     let work = tempfile::tempdir().expect("temp dir");
 
-    println!("| arch | boot | firmware + loader (s) | kernel → PID 1 (s) | PID 1 → services ready (s) | QEMU start → ready (s) | PID 1 RSS (KiB) | services RSS (KiB) |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| arch | boot | firmware + loader (s) | kernel → PID 1 (s) | PID 1 → services ready (s) | QEMU start → ready (s) | PID 1 RSS (KiB) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (arch, floor) in [Arch::X86_64, Arch::Aarch64].into_iter().zip(floors) {
         let dir = out.join(arch.name());
         let cmdline = std::fs::read_to_string(dir.join("cmdline"))
@@ -104,14 +104,13 @@ fn main() {
                 }
             };
             println!(
-                "| {} | {name} | {:.2} | {:.2} | {} | {:.2} | {} | {} |",
+                "| {} | {name} | {:.2} | {:.2} | {} | {:.2} | {} |",
                 arch.name(),
                 med(&|s| s.firmware),
                 med(&|s| s.kernel),
                 or_dash(&|s| s.pid1.unwrap_or(0.0), 2),
                 med(&|s| s.total),
-                or_dash(&|s| s.rss.map_or(0.0, |r| r.0), 0),
-                or_dash(&|s| s.rss.map_or(0.0, |r| r.1), 0),
+                or_dash(&|s| s.rss.unwrap_or(0.0), 0),
             );
         }
     }
@@ -143,10 +142,7 @@ fn measure(config: MachineConfig, floor: bool) -> Sample {
     }
     let ready = m
         .wait_for(
-            &Regex::new(
-                r"services ready: .* boot_ms=(\d+) pid1_rss_kib=(\d+) services_rss_kib=(\d+)",
-            )
-            .unwrap(),
+            &Regex::new(r"services ready: .* boot_ms=(\d+) pid1_rss_kib=(\d+)").unwrap(),
             LIMIT,
         )
         .expect("services ready");
@@ -162,7 +158,7 @@ fn measure(config: MachineConfig, floor: bool) -> Sample {
         kernel,
         pid1: Some((num(1) - boot_ms) / 1000.0),
         total: ready.at.as_secs_f64(),
-        rss: Some((num(2), num(3))),
+        rss: Some(num(2)),
     }
 }
 
