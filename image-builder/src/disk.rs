@@ -2,7 +2,6 @@
 //! partition images copied in at 1 MiB-aligned offsets. GUIDs come from the
 //! spec, so the table is reproducible.
 
-use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -33,14 +32,7 @@ pub fn write(out: &Path, disk_guid: [u8; 16], parts: &[Part]) -> Result<u64, Err
     };
     let total = MIB + parts.iter().map(|p| p.size).sum::<u64>() + MIB;
     let _ = std::fs::remove_file(out);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .map_err(Error::io("create", out))?;
-    f.set_len(total).map_err(Error::io("size", out))?;
+    let mut f = crate::create_sized(out, total)?;
     let mut gpt = GPT::new_from(&mut f, SECTOR, disk_guid).map_err(fail)?;
     gpt.align = MIB / SECTOR;
     let mut offset = MIB;

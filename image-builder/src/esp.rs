@@ -50,14 +50,7 @@ pub fn write(c: &Contents, size: u64, out: &Path) -> Result<(), Error> {
             ),
         });
     }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .map_err(Error::io("create", out))?;
-    file.set_len(size).map_err(Error::io("size", out))?;
+    let mut file = crate::create_sized(out, size)?;
     fatfs::format_volume(
         &mut file,
         FormatVolumeOptions::new()

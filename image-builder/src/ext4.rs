@@ -12,9 +12,7 @@ use crate::Error;
 /// Formats a new `size`-byte file at `out` as ext4 labelled `label`.
 pub fn format(out: &Path, label: &str, size: u64, uuid: &str, epoch: u32) -> Result<(), Error> {
     let _ = std::fs::remove_file(out);
-    let f = std::fs::File::create(out).map_err(Error::io("create", out))?;
-    f.set_len(size).map_err(Error::io("size", out))?;
-    drop(f);
+    drop(crate::create_sized(out, size)?);
     let output = Command::new("mke2fs")
         .args([
             "-t", "ext4", "-q", "-F", "-L", label, "-U", uuid, "-b", "4096", "-m", "0",

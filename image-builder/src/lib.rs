@@ -64,6 +64,19 @@ impl Error {
     }
 }
 
+/// Creates (or truncates) `path` as a sparse file of `len` bytes.
+pub(crate) fn create_sized(path: &std::path::Path, len: u64) -> Result<std::fs::File, Error> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(Error::io("create", path))?;
+    f.set_len(len).map_err(Error::io("size", path))?;
+    Ok(f)
+}
+
 /// A sha256 digest as lowercase hex.
 pub fn sha256_hex(data: impl AsRef<[u8]>) -> String {
     use sha2::Digest;

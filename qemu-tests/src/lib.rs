@@ -11,7 +11,7 @@ mod machine;
 mod qmp;
 
 pub use console::Match;
-pub use machine::{prepare_disk, Arch, Boot, Machine, MachineConfig};
+pub use machine::{prepare_disk, qemu_command, Arch, Boot, Machine, MachineConfig};
 
 /// What can go wrong driving QEMU.
 #[derive(Debug, thiserror::Error)]

@@ -155,90 +155,13 @@ pub struct Machine {
 
 impl Machine {
     pub fn launch(config: MachineConfig) -> Result<Machine, Error> {
-        let (binary, package) = config.arch.qemu();
-        if !on_path(binary) {
-            return Err(Error::MissingBinary { binary, package });
-        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("kiln-qemu-{}-", config.arch.name()))
             .tempdir()
             .map_err(Error::io("machine directory"))?;
         let qmp_path = dir.path().join("qmp.sock");
-        let mut cmd = Command::new(binary);
-        cmd.args(config.arch.machine_args());
-        if std::env::var("KILN_QEMU_KVM").as_deref() == Ok("1") {
-            cmd.args(["-accel", "kvm"]);
-        } else {
-            cmd.args(["-accel", "tcg"]);
-        }
-        cmd.args([
-            "-m",
-            &config.memory_mib.to_string(),
-            "-smp",
-            &config.cpus.to_string(),
-        ])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
-        match &config.boot {
-            Boot::Uefi => {
-                let (code, vars, package) = config.arch.firmware();
-                for path in [code, vars] {
-                    if !Path::new(path).exists() {
-                        return Err(Error::MissingFirmware { path, package });
-                    }
-                }
-                let vars_copy = dir.path().join("vars.fd");
-                std::fs::copy(vars, &vars_copy).map_err(Error::io("copy firmware variables"))?;
-                cmd.arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-                    ))
-                    .arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=1,file={}",
-                        vars_copy.display()
-                    ));
-            }
-            Boot::Direct {
-                kernel,
-                initrd,
-                cmdline,
-            } => {
-                cmd.arg("-kernel")
-                    .arg(kernel)
-                    .arg("-initrd")
-                    .arg(initrd)
-                    .arg("-append")
-                    .arg(cmdline);
-            }
-        }
-        if let Some(disk) = &config.disk {
-            cmd.arg("-drive").arg(format!(
-                "if=none,id=disk0,format=raw,file={}",
-                disk.display()
-            ));
-            cmd.args(["-device", "virtio-blk-pci,drive=disk0"]);
-        }
-        let forwards: String = config
-            .host_forwards
-            .iter()
-            .map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
-            .collect();
-        cmd.arg("-nic")
-            .arg(format!("user,model=virtio-net-pci{forwards}"));
-        if config.hotplug_slot {
-            cmd.args(["-device", "pcie-root-port,id=hp0,chassis=1,slot=1"]);
-        }
-        cmd.args(&config.extra_args);
+        let mut cmd = qemu_command(&config, dir.path())?;
+        let binary = config.arch.qemu().0;
 
         let stderr = std::fs::File::create(dir.path().join("qemu.stderr"))
             .map_err(Error::io("qemu.stderr"))?;
@@ -414,6 +337,93 @@ impl Drop for Machine {
             eprintln!("QEMU artifacts kept in {}", kept.keep().display());
         }
     }
+}
+
+/// The QEMU command line for `config`: console on stdio, QMP on
+/// `<dir>/qmp.sock`, firmware variables copied into `dir`. Used by
+/// [`Machine::launch`] and by `cargo xtask demo`, which runs it on a terminal.
+pub fn qemu_command(config: &MachineConfig, dir: &Path) -> Result<Command, Error> {
+    let (binary, package) = config.arch.qemu();
+    if !on_path(binary) {
+        return Err(Error::MissingBinary { binary, package });
+    }
+    let qmp_path = dir.join("qmp.sock");
+    let mut cmd = Command::new(binary);
+    cmd.args(config.arch.machine_args());
+    if std::env::var("KILN_QEMU_KVM").as_deref() == Ok("1") {
+        cmd.args(["-accel", "kvm"]);
+    } else {
+        cmd.args(["-accel", "tcg"]);
+    }
+    cmd.args([
+        "-m",
+        &config.memory_mib.to_string(),
+        "-smp",
+        &config.cpus.to_string(),
+    ])
+    .args([
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ])
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
+    match &config.boot {
+        Boot::Uefi => {
+            let (code, vars, package) = config.arch.firmware();
+            for path in [code, vars] {
+                if !Path::new(path).exists() {
+                    return Err(Error::MissingFirmware { path, package });
+                }
+            }
+            let vars_copy = dir.join("vars.fd");
+            std::fs::copy(vars, &vars_copy).map_err(Error::io("copy firmware variables"))?;
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars_copy.display()
+                ));
+        }
+        Boot::Direct {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            cmd.arg("-kernel")
+                .arg(kernel)
+                .arg("-initrd")
+                .arg(initrd)
+                .arg("-append")
+                .arg(cmdline);
+        }
+    }
+    if let Some(disk) = &config.disk {
+        cmd.arg("-drive").arg(format!(
+            "if=none,id=disk0,format=raw,file={}",
+            disk.display()
+        ));
+        cmd.args(["-device", "virtio-blk-pci,drive=disk0"]);
+    }
+    let forwards: String = config
+        .host_forwards
+        .iter()
+        .map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
+        .collect();
+    cmd.arg("-nic")
+        .arg(format!("user,model=virtio-net-pci{forwards}"));
+    if config.hotplug_slot {
+        cmd.args(["-device", "pcie-root-port,id=hp0,chassis=1,slot=1"]);
+    }
+    cmd.args(&config.extra_args);
+    Ok(cmd)
 }
 
 fn on_path(binary: &str) -> bool {

@@ -56,7 +56,7 @@ struct BuildCmd {
 }
 
 /// Build the x86_64 image and boot it in QEMU with its console on this
-/// terminal (UEFI → systemd-boot → Kiln). Quit with ctrl-a x.
+/// terminal (UEFI → systemd-boot → Kiln). Quit with ctrl-c.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "demo")]
 struct DemoCmd {
@@ -241,49 +241,26 @@ fn build_static(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> {
     Ok(target_dir.join(arch.triple()).join("release").join(package))
 }
 
-/// Boots the freshly built disk image in QEMU with the console attached.
+/// Boots the freshly built disk image in QEMU with the console attached,
+/// using the test harness's command line (UEFI → systemd-boot → Kiln).
 fn demo(root: &Path, arch: Arch, disk_gib: u64) -> Result<()> {
-    step("booting in QEMU (TCG; this takes a minute). Quit: ctrl-a x");
+    step("booting in QEMU (TCG; about 15 s to services ready). Quit: ctrl-c");
     let out = root.join("out").join(arch.name());
     let work = root.join("target/demo").join(arch.name());
     std::fs::create_dir_all(&work)?;
     let disk = work.join("disk.raw");
-    std::fs::copy(out.join(format!("kiln-{}.raw", arch.name())), &disk)?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)?
-        .set_len(disk_gib << 30)?;
-    let (qemu, code, vars, machine): (&str, &str, &str, &[&str]) = match arch {
-        Arch::X86_64 => (
-            "qemu-system-x86_64",
-            "/usr/share/OVMF/OVMF_CODE_4M.fd",
-            "/usr/share/OVMF/OVMF_VARS_4M.fd",
-            &["-M", "q35"],
-        ),
-        Arch::Aarch64 => (
-            "qemu-system-aarch64",
-            "/usr/share/AAVMF/AAVMF_CODE.fd",
-            "/usr/share/AAVMF/AAVMF_VARS.fd",
-            &["-M", "virt", "-cpu", "max"],
-        ),
+    let harness_arch = match arch {
+        Arch::X86_64 => kiln_qemu_tests::Arch::X86_64,
+        Arch::Aarch64 => kiln_qemu_tests::Arch::Aarch64,
     };
-    let vars_copy = work.join("vars.fd");
-    std::fs::copy(vars, &vars_copy)?;
-    run(Command::new(qemu)
-        .args(machine)
-        .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars_copy.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=virtio,format=raw,file={}", disk.display()))
-        .args(["-nic", "user,model=virtio-net-pci"]))
+    kiln_qemu_tests::prepare_disk(
+        &out.join(format!("kiln-{}.raw", arch.name())),
+        &disk,
+        disk_gib << 30,
+    )?;
+    let config =
+        kiln_qemu_tests::MachineConfig::new(harness_arch, kiln_qemu_tests::Boot::Uefi).disk(&disk);
+    run(&mut kiln_qemu_tests::qemu_command(&config, &work)?)
 }
 
 /// Everything CI runs, in order of cost: cheap checks first.
