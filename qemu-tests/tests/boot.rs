@@ -217,10 +217,16 @@ fn pxe_boot(arch: Arch) {
     let boot = Boot::Direct {
         kernel: out.join("vmlinuz"),
         initrd: out.join("initramfs.img"),
-        cmdline: cmdline.trim().to_string(),
+        // A module that does not exist and one loaded already: both are
+        // logged and survived.
+        cmdline: format!("{} kiln.modules=no_such_module,loop", cmdline.trim()),
     };
     let mut m = Machine::launch(MachineConfig::new(arch, boot).hotplug_slot(true)).unwrap();
     expect_boot(&mut m);
+    saw(
+        &m,
+        r#"cannot load module: unknown module "no_such_module" module=no_such_module"#,
+    );
     saw(&m, "/var is tmpfs, nothing will persist");
     saw(&m, "services ready: hotplug=Healthy");
     // A device plugged in after boot gets its driver from the hotplug
