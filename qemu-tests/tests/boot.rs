@@ -216,7 +216,7 @@ fn pxe_boot(arch: Arch) {
     let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
     let boot = Boot::Direct {
         kernel: out.join("vmlinuz"),
-        initrd: out.join("initramfs.img"),
+        initrd: Some(out.join("initramfs.img")),
         // A module that does not exist and one loaded already: both are
         // logged and survived.
         cmdline: format!("{} kiln.modules=no_such_module,loop", cmdline.trim()),

@@ -1,80 +1,281 @@
-//! The harness itself, against real QEMU: the built x86_64 kernel with no
-//! initramfs panics (no root), which exercises console waits, QMP, timeouts
-//! with the console tail, and QEMU exiting by itself (panic=-1, -no-reboot).
+//! The harness itself, against real QEMU and Debian's own kernels (the
+//! `linux-image` packages the image builder caches in /var/cache/kiln/debs,
+//! or `KILN_DEB_CACHE`). With no initramfs and no root= the kernel panics,
+//! which exercises console waits, QMP, timeouts with the console tail, and
+//! QEMU exiting by itself (panic=-1, -no-reboot) or rebooting. Three short
+//! boots in all; the other cases keep the guest paused (`-S`) and cost
+//! nothing.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use kiln_qemu_tests::{Arch, Boot, Error, Machine, MachineConfig};
+use kiln_qemu_tests::{free_loopback_port, Arch, Boot, Error, Machine, MachineConfig};
 use regex::Regex;
 
-fn kernel() -> PathBuf {
-    let base = std::env::var_os("KILN_OUT_DIR")
+const BOOT: Duration = Duration::from_secs(180);
+
+fn re(s: &str) -> Regex {
+    Regex::new(s).unwrap()
+}
+
+/// Debian's kernel for `arch`, unpacked once per target directory (the
+/// package is 60–70 MB of xz; only `boot/vmlinuz-*` is extracted).
+fn kernel(arch: Arch) -> PathBuf {
+    static X86_64: OnceLock<PathBuf> = OnceLock::new();
+    static AARCH64: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match arch {
+        Arch::X86_64 => &X86_64,
+        Arch::Aarch64 => &AARCH64,
+    };
+    cell.get_or_init(|| extract_kernel(arch)).clone()
+}
+
+fn extract_kernel(arch: Arch) -> PathBuf {
+    let debs = std::env::var_os("KILN_DEB_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../out"));
-    let k = base.join("x86_64/vmlinuz");
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"));
+    let suffix = format!("_{}.deb", arch.debian());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&debs)
+        .unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask build` first", debs.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("linux-image-") && name.ends_with(&suffix) && !name.contains("-dbg")
+        })
+        .collect();
+    found.sort();
+    let deb = found.pop().unwrap_or_else(|| {
+        panic!(
+            "no linux-image-*{suffix} in {}: run `cargo xtask build --arch {arch}` first",
+            debs.display()
+        )
+    });
+    let stem = deb.file_stem().unwrap().to_string_lossy().into_owned();
+    let cached = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("kernels")
+        .join(stem)
+        .join("vmlinuz");
+    if cached.is_file() {
+        return cached;
+    }
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dpkg-deb");
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(work.path())
+        .args(["--wildcards", "./boot/vmlinuz-*"])
+        .stdin(dpkg.stdout.take().unwrap())
+        .status()
+        .expect("tar");
     assert!(
-        k.exists(),
-        "{} missing: run `cargo xtask build` first",
-        k.display()
+        dpkg.wait().unwrap().success() && tar.success(),
+        "unpack {}",
+        deb.display()
     );
-    k
+    let vmlinuz = std::fs::read_dir(work.path().join("boot"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("boot/vmlinuz-* in the package");
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::rename(vmlinuz, &cached).unwrap();
+    cached
+}
+
+/// Debian's kernel booted directly, no initramfs, console on the serial port.
+fn no_root(arch: Arch) -> MachineConfig {
+    MachineConfig::new(
+        arch,
+        Boot::Direct {
+            kernel: kernel(arch),
+            initrd: None,
+            cmdline: format!("console={} panic=-1", arch.serial_console()),
+        },
+    )
 }
 
 #[test]
-fn console_qmp_timeout_and_exit() {
-    let empty = tempfile::NamedTempFile::new().unwrap();
-    let boot = Boot::Direct {
-        kernel: kernel(),
-        initrd: empty.path().to_path_buf(),
-        cmdline: "console=ttyS0 panic=-1 loglevel=7".into(),
-    };
-    let mut m = Machine::launch(MachineConfig::new(Arch::X86_64, boot)).unwrap();
-    let first = m
-        .wait_for(
-            &Regex::new(r"Linux version (\S+)").unwrap(),
-            Duration::from_secs(120),
-        )
-        .unwrap();
-    assert!(
-        first.captures[1].as_deref().unwrap().contains("amd64"),
-        "{}",
-        first.line
+fn x86_64_panic_console_qmp_timeout_and_exit() {
+    let port = free_loopback_port().unwrap();
+    let mut m = Machine::launch(no_root(Arch::X86_64).forward(port, 22)).unwrap();
+    let first = m.wait_for(&re(r"Linux version (\S+)"), BOOT).unwrap();
+    assert!(first.group(1).ends_with("amd64"), "{}", first.line);
+
+    // QEMU listens on the forwarded port: nobody else can bind it.
+    let bind = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert_eq!(
+        bind.map(drop).unwrap_err().kind(),
+        std::io::ErrorKind::AddrInUse
     );
+
     assert_eq!(m.query_status().unwrap(), "running");
+    m.system_powerdown().unwrap();
+    let event = m.wait_event("POWERDOWN", Duration::from_secs(10)).unwrap();
+    assert_eq!(event["event"], "POWERDOWN");
+    assert!(m.qmp_events().iter().any(|e| e["event"] == "POWERDOWN"));
 
     // A pattern that never comes: the error names it and carries the tail.
-    match m.wait_for(
-        &Regex::new("this never appears").unwrap(),
-        Duration::from_millis(300),
-    ) {
-        Err(Error::Timeout { pattern, tail, .. }) => {
-            assert_eq!(pattern, "this never appears");
-            // The tail is the console's last lines at that moment.
+    let t = Instant::now();
+    match m.wait_for(&re("this never appears"), Duration::from_millis(300)) {
+        Err(e @ Error::Timeout { .. }) => {
+            let text = e.to_string();
+            let Error::Timeout {
+                pattern,
+                tail,
+                waited,
+                log,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(pattern, "/this never appears/");
+            assert!(waited >= Duration::from_millis(300), "{waited:?}");
+            assert_eq!(log, m.console_log().display().to_string());
             let n = tail.lines().count();
             assert!(n > 0 && n <= 60, "tail of {n} lines");
-            assert!(
-                m.console().contains(&tail),
-                "tail is not the console's: {tail}"
-            );
+            assert!(m.console().contains(&tail), "tail is not the console's");
+            assert!(text.contains("/this never appears/") && text.contains(&tail));
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
+    assert!(t.elapsed() < Duration::from_secs(5));
 
-    m.wait_for(
-        &Regex::new("Kernel panic").unwrap(),
-        Duration::from_secs(120),
-    )
-    .unwrap();
+    let (which, panic) = m
+        .wait_for_any(
+            &[
+                &re("this never appears"),
+                &re(r"Kernel panic - not syncing: (.*)"),
+            ],
+            BOOT,
+        )
+        .unwrap();
+    assert_eq!(which, 1);
+    assert!(
+        panic.group(1).contains("VFS: Unable to mount root fs"),
+        "{}",
+        panic.line
+    );
+    assert!(panic.at > first.at && panic.index > first.index);
+
+    // panic=-1 reboots at once; -no-reboot turns that into QEMU's exit.
     let status = m.wait_exit(Duration::from_secs(60)).unwrap();
-    assert!(status.success() || status.code().is_some(), "{status}");
+    assert!(status.success(), "{status}");
     // Waiting past the end reports the exit, not a hang.
-    match m.wait_for(
-        &Regex::new("after the end").unwrap(),
-        Duration::from_secs(30),
-    ) {
-        Err(Error::Exited { .. }) => {}
+    let t = Instant::now();
+    match m.wait_for(&re("after the end"), Duration::from_secs(60)) {
+        Err(Error::Exited {
+            pattern, status, ..
+        }) => {
+            assert_eq!(pattern, "/after the end/");
+            assert!(status.contains('0'), "{status}");
+        }
         other => panic!("expected Exited, got {other:?}"),
     }
-    assert!(m.console_log().exists());
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // QMP is gone with QEMU: an error, not a hang.
+    assert!(m.query_status().is_err());
+
+    let lines = m.console_lines();
+    assert!(lines.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(lines[first.index].text, first.line);
+    let log = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(log.contains(&first.line) && log.contains(&panic.line));
+}
+
+#[test]
+fn x86_64_guest_reboot_is_a_reboot_without_no_reboot() {
+    let mut m = Machine::launch(no_root(Arch::X86_64).no_reboot(false)).unwrap();
+    let first = m.wait_for(&re("Linux version"), BOOT).unwrap();
+    m.wait_for(&re("Kernel panic"), BOOT).unwrap();
+    let reset = m.wait_event("RESET", Duration::from_secs(60)).unwrap();
+    assert_eq!(reset["data"]["guest"], true, "{reset}");
+    // The cursor is past the first boot: this is the second one.
+    let second = m.wait_for(&re("Linux version"), BOOT).unwrap();
+    assert!(second.index > first.index && second.at > first.at);
+    assert_eq!(m.query_status().unwrap(), "running");
+    let status = m.quit().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn aarch64_direct_boot_and_reset_exits_with_no_reboot() {
+    let mut m = Machine::launch(no_root(Arch::Aarch64)).unwrap();
+    let version = m.wait_for(&re(r"Linux version (\S+)"), BOOT).unwrap();
+    assert!(version.group(1).ends_with("arm64"), "{}", version.line);
+    let model = m.wait_for(&re(r"Machine model: (.*)"), BOOT).unwrap();
+    assert_eq!(model.group(1), "linux,dummy-virt");
+    m.system_reset().unwrap();
+    let status = m.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn deadline_bounds_every_wait() {
+    // -S: the guest never runs, so nothing ever appears and nothing exits.
+    let mut m = Machine::launch(
+        no_root(Arch::X86_64)
+            .extra_args(["-S"])
+            .deadline(Duration::from_secs(3)),
+    )
+    .unwrap();
+    assert_eq!(m.query_status().unwrap(), "prelaunch");
+    let t = Instant::now();
+    let err = m
+        .wait_for(&re("Linux"), Duration::from_secs(600))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(m.wait_exit(Duration::from_secs(600)).is_err());
+    assert!(m.wait_event("RESET", Duration::from_secs(600)).is_err());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let pid = m.pid();
+    drop(m);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU {pid} not reaped"
+    );
+}
+
+#[test]
+fn qemu_refusing_its_arguments_is_reported_with_its_stderr() {
+    let mut m = Machine::launch(no_root(Arch::X86_64).extra_args(["-no-such-option"])).unwrap();
+    match m.wait_for(&re("Linux"), Duration::from_secs(30)) {
+        Err(e @ Error::Exited { .. }) => {
+            let text = e.to_string();
+            let Error::Exited { stderr, status, .. } = e else {
+                unreachable!()
+            };
+            assert!(stderr.contains("no-such-option"), "{stderr}");
+            assert!(!status.contains("exit status: 0"), "{status}");
+            assert!(text.contains(&stderr), "{text}");
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failing_test_keeps_the_machine_directory() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let failed = std::thread::spawn(move || {
+        let m = Machine::launch(no_root(Arch::X86_64).extra_args(["-S"])).unwrap();
+        tx.send(m.dir().to_path_buf()).unwrap();
+        panic!("a test failing with a machine alive");
+    })
+    .join();
+    assert!(failed.is_err());
+    let dir = rx.recv().unwrap();
+    assert!(
+        dir.join("console.log").is_file(),
+        "{} not kept",
+        dir.display()
+    );
+    assert!(dir.join("qemu.stderr").is_file());
+    std::fs::remove_dir_all(dir).unwrap();
 }

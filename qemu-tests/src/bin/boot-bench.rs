@@ -72,7 +72,7 @@ fn main() {
                         arch,
                         Boot::Direct {
                             kernel: dir.join("vmlinuz"),
-                            initrd: dir.join("initramfs.img"),
+                            initrd: Some(dir.join("initramfs.img")),
                             cmdline: cmdline.clone(),
                         },
                     )
@@ -85,7 +85,7 @@ fn main() {
                         arch,
                         Boot::Direct {
                             kernel: dir.join("vmlinuz"),
-                            initrd: floor_img.clone(),
+                            initrd: Some(floor_img.clone()),
                             cmdline: cmdline.clone(),
                         },
                     )
