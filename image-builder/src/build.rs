@@ -50,6 +50,7 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
     let seed = |what: &str| format!("{}/{}/{}/{what}", spec.name, spec.version, o.arch);
 
     let step = Step::start("fetching pinned packages");
+    let cache_lock = fetch::lock(&o.cache)?;
     let kernel_deb = fetch::package(&o.cache, &a.kernel, debarch)?;
     let loader_deb = fetch::package(&o.cache, &a.bootloader, debarch)?;
     step.done("sha256 verified");
@@ -57,6 +58,7 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
     let step = Step::start(format!("unpacking {}", a.kernel.package));
     let kdir = deb::unpack(&kernel_deb, &a.kernel.sha256, &o.cache)?;
     let bdir = deb::unpack(&loader_deb, &a.bootloader.sha256, &o.cache)?;
+    drop(cache_lock);
     step.done("done");
 
     let step = Step::start("reading kernel modules");
@@ -122,6 +124,7 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
             cmdline: &a.cmdline,
             version: &spec.version,
             volume_id: u32::from_le_bytes([volume_id[0], volume_id[1], volume_id[2], volume_id[3]]),
+            epoch: o.epoch,
         },
         spec.partitions.esp_mib << 20,
         &esp_img,
@@ -172,14 +175,12 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
             spec.partitions.ephemeral_mib,
         ),
     ];
-    let total = disk::write(&raw, derived_guid(&seed("disk")), &parts)?;
-    if let Some(want) = spec.partitions.disk_mib {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&raw)
-            .and_then(|f| f.set_len(want << 20))
-            .map_err(Error::io("size", &raw))?;
-    }
+    let total = disk::write(
+        &raw,
+        derived_guid(&seed("disk")),
+        &parts,
+        spec.partitions.disk_mib.map(|m| m << 20),
+    )?;
     step.done(&format!("{} MiB", total >> 20));
 
     std::fs::write(work.join("cmdline"), format!("{}\n", a.cmdline))

@@ -1,4 +1,4 @@
-//! Reads Debian packages directly: an `ar` archive whose `data.tar.{xz,zst,gz}`
+//! Reads Debian packages directly: an `ar` archive whose `data.tar{,.xz,.zst}`
 //! member holds the files. Unpacked once into a cache directory keyed by the
 //! package's sha256.
 
@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 
 /// Unpacks `deb`'s data into `<cache>/unpacked/<sha256>/` (once; a marker
-/// file records completion) and returns that directory.
+/// file records completion) and returns that directory. The caller holds
+/// the cache's lock ([`crate::fetch::lock`]).
 pub fn unpack(deb: &Path, sha256: &str, cache: &Path) -> Result<PathBuf, Error> {
     let dest = cache.join("unpacked").join(sha256);
     let done = dest.join(".kiln-unpacked");
@@ -50,7 +51,7 @@ pub fn unpack(deb: &Path, sha256: &str, cache: &Path) -> Result<PathBuf, Error> 
         break;
     }
     if !found {
-        return Err(bad("no data.tar.{xz,zst} member".into()));
+        return Err(bad("no data.tar, data.tar.xz or data.tar.zst member".into()));
     }
     std::fs::write(partial.join(".kiln-unpacked"), b"").map_err(Error::io("write", &partial))?;
     std::fs::rename(&partial, &dest).map_err(Error::io("rename", &dest))?;

@@ -23,14 +23,37 @@ pub struct Part {
     pub size: u64,
 }
 
-/// Writes the disk image: partitions in order, starting at 1 MiB, with 1 MiB
-/// left at the end for the backup GPT.
-pub fn write(out: &Path, disk_guid: [u8; 16], parts: &[Part]) -> Result<u64, Error> {
+/// The smallest image that holds `parts`: 1 MiB before the first partition
+/// (MBR, primary GPT, alignment), the partitions, 1 MiB for the backup GPT.
+pub fn needed_size(parts: &[Part]) -> u64 {
+    MIB + parts.iter().map(|p| p.size).sum::<u64>() + MIB
+}
+
+/// Writes the disk image: partitions in order, starting at 1 MiB. The image
+/// is `size` bytes (`partitions.disk_mib`) if given, else [`needed_size`];
+/// the backup GPT sits in its last sectors either way.
+pub fn write(
+    out: &Path,
+    disk_guid: [u8; 16],
+    parts: &[Part],
+    size: Option<u64>,
+) -> Result<u64, Error> {
     let fail = |e: gptman::Error| Error::Format {
         what: "GPT",
         problem: e.to_string(),
     };
-    let total = MIB + parts.iter().map(|p| p.size).sum::<u64>() + MIB;
+    let need = needed_size(parts);
+    let total = size.unwrap_or(need);
+    if total < need {
+        return Err(Error::Field {
+            field: "partitions.disk_mib".into(),
+            problem: format!(
+                "{} MiB is too small: the partitions need {} MiB",
+                total / MIB,
+                need / MIB
+            ),
+        });
+    }
     let _ = std::fs::remove_file(out);
     let mut f = crate::create_sized(out, total)?;
     let mut gpt = GPT::new_from(&mut f, SECTOR, disk_guid).map_err(fail)?;
@@ -70,4 +93,57 @@ pub fn write(out: &Path, disk_guid: [u8; 16], parts: &[Part]) -> Result<u64, Err
     gpt.write_into(&mut f).map_err(fail)?;
     f.sync_all().map_err(Error::io("sync", out))?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(dir: &Path) -> Vec<Part> {
+        ["EFI", "STATE"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let image = dir.join(name);
+                std::fs::write(&image, vec![i as u8 + 1; 4096]).unwrap();
+                Part {
+                    name,
+                    type_guid: if i == 0 { ESP_TYPE } else { LINUX_FS_TYPE },
+                    guid: crate::derived_guid(name),
+                    image,
+                    size: 2 * MIB,
+                }
+            })
+            .collect()
+    }
+
+    /// A disk bigger than its partitions (`partitions.disk_mib`) still has
+    /// its backup GPT in the last sectors, which sgdisk verifies.
+    #[test]
+    fn larger_disk_keeps_backup_gpt_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path());
+        let raw = dir.path().join("disk.raw");
+        assert_eq!(needed_size(&p), 6 * MIB);
+        let total = write(&raw, crate::derived_guid("disk"), &p, Some(10 * MIB)).unwrap();
+        assert_eq!(total, 10 * MIB);
+        assert_eq!(std::fs::metadata(&raw).unwrap().len(), 10 * MIB);
+        let out = std::process::Command::new("sgdisk")
+            .arg("-v")
+            .arg(&raw)
+            .output()
+            .expect("sgdisk (gdisk)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("No problems found"), "{text}");
+        let data = std::fs::read(&raw).unwrap();
+        assert_eq!(&data[(10 * MIB - 512) as usize..][..8], b"EFI PART");
+        assert_eq!(data[MIB as usize], 1);
+        assert_eq!(data[(3 * MIB) as usize], 2);
+
+        let err = write(&raw, crate::derived_guid("disk"), &p, Some(5 * MIB)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "partitions.disk_mib: 5 MiB is too small: the partitions need 6 MiB"
+        );
+    }
 }

@@ -1,12 +1,12 @@
 //! The EFI system partition: FAT32 with systemd-boot and two boot slots,
-//! A and B, each with a kernel and an initramfs. Built without the `chrono`
-//! feature, fatfs stamps every entry with its fixed epoch (1980-01-01), and
-//! the volume id comes from the spec: the partition is reproducible.
+//! A and B, each with a kernel and an initramfs. Every entry is stamped
+//! with the build's epoch (through fatfs's `TimeProvider`) and the volume id
+//! comes from the spec: the partition is reproducible.
 
 use std::io::{Seek, Write};
 use std::path::Path;
 
-use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
+use fatfs::{Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time};
 
 use crate::{fatfix, Error};
 
@@ -21,6 +21,50 @@ pub struct Contents<'a> {
     pub cmdline: &'a str,
     pub version: &'a str,
     pub volume_id: u32,
+    /// Seconds since 1970 (UTC) for every timestamp.
+    pub epoch: u32,
+}
+
+/// fatfs asks this for "now": always the build's epoch.
+#[derive(Debug)]
+struct FixedClock(DateTime);
+
+impl fatfs::TimeProvider for FixedClock {
+    fn get_current_date(&self) -> Date {
+        self.0.date
+    }
+    fn get_current_date_time(&self) -> DateTime {
+        self.0
+    }
+}
+
+/// Unix seconds as a FAT date and time (UTC), clamped to FAT's 1980–2107.
+fn fat_time(epoch: u32) -> DateTime {
+    let secs = u64::from(epoch).clamp(315_532_800, 4_354_819_199);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    DateTime {
+        date: Date {
+            year: year as u16,
+            month: month as u16,
+            day: day as u16,
+        },
+        time: Time {
+            hour: (rem / 3600) as u16,
+            min: (rem / 60 % 60) as u16,
+            sec: (rem % 60) as u16,
+            millis: 0,
+        },
+    }
 }
 
 pub const SLOTS: [&str; 2] = ["a", "b"];
@@ -60,7 +104,9 @@ pub fn write(c: &Contents, size: u64, out: &Path) -> Result<(), Error> {
     )
     .map_err(fail)?;
     file.rewind().map_err(Error::io("rewind", out))?;
-    let fs = FileSystem::new(&mut file, FsOptions::new()).map_err(fail)?;
+    // fatfs wants a &'static provider: one small leak per ESP written.
+    let clock: &'static FixedClock = Box::leak(Box::new(FixedClock(fat_time(c.epoch))));
+    let fs = FileSystem::new(&mut file, FsOptions::new().time_provider(clock)).map_err(fail)?;
     fill(&fs, c)?;
     fs.unmount().map_err(fail)?;
     drop(file);
@@ -123,4 +169,28 @@ fn fill<T: fatfs::ReadWriteSeek>(fs: &FileSystem<T>, c: &Contents) -> Result<(),
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fat_time;
+
+    #[test]
+    fn epoch_to_fat_time() {
+        // 2023-11-14 22:13:20 UTC
+        let t = fat_time(1_700_000_000);
+        let got = (t.date.year, t.date.month, t.date.day);
+        assert_eq!(got, (2023, 11, 14));
+        assert_eq!((t.time.hour, t.time.min, t.time.sec), (22, 13, 20));
+        let leap = fat_time(951_782_400); // 2000-02-29 00:00:00
+        assert_eq!(
+            (leap.date.year, leap.date.month, leap.date.day),
+            (2000, 2, 29)
+        );
+        let early = fat_time(0); // before FAT's epoch: clamped
+        assert_eq!(
+            (early.date.year, early.date.month, early.date.day),
+            (1980, 1, 1)
+        );
+    }
 }

@@ -1,5 +1,7 @@
 //! Inputs: pinned Debian packages, fetched with `apt-get download` into a
 //! cache directory once and verified by sha256 every time they are used.
+//! Builds running at the same time (parallel tests, two arches) share the
+//! cache, so fetching and unpacking happen under an exclusive lock on it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +20,6 @@ pub fn package(cache: &Path, pkg: &Package, debarch: &str) -> Result<PathBuf, Er
         debarch
     ));
     if !file.exists() {
-        std::fs::create_dir_all(cache).map_err(Error::io("create cache", cache))?;
         let spec = format!("{}:{}={}", pkg.package, debarch, pkg.version);
         let out = Command::new("apt-get")
             .args(["download", "-q", &spec])
@@ -43,10 +44,35 @@ pub fn package(cache: &Path, pkg: &Package, debarch: &str) -> Result<PathBuf, Er
     Ok(file)
 }
 
+/// Holds the cache directory for this build until dropped.
+#[derive(Debug)]
+pub struct CacheLock {
+    // Closing the file releases the lock.
+    _file: std::fs::File,
+}
+
+/// Takes the cache's lock (`<cache>/.kiln-image.lock`), waiting for another
+/// build that holds it.
+pub fn lock(cache: &Path) -> Result<CacheLock, Error> {
+    std::fs::create_dir_all(cache).map_err(Error::io("create cache", cache))?;
+    let path = cache.join(".kiln-image.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io("open", &path))?;
+    f.lock().map_err(Error::io("lock", &path))?;
+    Ok(CacheLock { _file: f })
+}
+
 /// Fails unless `file`'s sha256 is `expected`.
 pub fn verify(file: &Path, expected: &str) -> Result<(), Error> {
-    let data = std::fs::read(file).map_err(Error::io("read", file))?;
-    let actual = crate::sha256_hex(&data);
+    use sha2::Digest;
+    let mut f = std::fs::File::open(file).map_err(Error::io("read", file))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(Error::io("read", file))?;
+    let actual = crate::hex(&h.finalize());
     if !actual.eq_ignore_ascii_case(expected) {
         return Err(Error::Checksum {
             path: file.to_path_buf(),

@@ -22,7 +22,7 @@ enum Cmd {
 
 /// Build out/<arch>/: kiln-<arch>.raw (GPT: ESP with systemd-boot and slots
 /// A/B, STATE, EPHEMERAL), the PXE set (vmlinuz, initramfs.img, cmdline,
-/// boot.ipxe) and manifest.json.
+/// boot.ipxe) and manifest.json. The same inputs give the same bytes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "build")]
 struct Build {
@@ -38,16 +38,29 @@ struct Build {
     /// output directory (default: out/<arch>)
     #[argh(option)]
     out: Option<PathBuf>,
-    /// where downloaded and unpacked packages are kept (default: /var/cache/kiln/debs)
+    /// where the pinned packages are kept (default: /var/cache/kiln/debs);
+    /// a missing one is fetched with `apt-get download`, every one is checked
+    /// against the spec's sha256
     #[argh(option, default = "PathBuf::from(\"/var/cache/kiln/debs\")")]
     cache: PathBuf,
     /// timestamp for every file in the image (default: $SOURCE_DATE_EPOCH or 1700000000)
     #[argh(option)]
     epoch: Option<u32>,
+    /// log details (module selection, tool runs) to stderr
+    #[argh(switch, short = 'v')]
+    verbose: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let Cmd::Build(b) = argh::from_env::<Args>().cmd;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(if b.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::WARN
+        })
+        .init();
     if !b.kiln_binary.is_file() {
         anyhow::bail!(
             "--kiln-binary {}: no such file (build it with `cargo xtask build`)",

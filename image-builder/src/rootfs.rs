@@ -53,6 +53,8 @@ pub fn write(spec: &Spec, arch: &str, kiln: &Path, mtime: u32, out: &Path) -> Re
         v = spec.version
     );
     let mut fs = FilesystemWriter::default();
+    // The superblock and every entry get `mtime`; the root directory keeps
+    // 0, as backhand 0.25 has no setter for it (still reproducible).
     fs.set_time(mtime);
     fs.set_root_mode(0o755);
     fs.set_root_uid(0);
