@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cpio::{Archive, Data};
 use crate::depmod::KernelTree;
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::{FileEntry, Input, Manifest};
 use crate::progress::Step;
 use crate::spec::{Spec, ARCHES};
 use crate::{deb, derived_guid, disk, esp, ext4, fetch, guid_string, manifest, rootfs, Error};
@@ -77,6 +77,7 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
         )
         .collect();
     let selection = tree.select(&spec.modules.load, &hardware)?;
+    tracing::debug!(modules = ?selection.names, "initramfs modules");
     step.done(&format!(
         "{} of {} modules selected for {}",
         selection.names.len(),
@@ -199,12 +200,26 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
         .iter()
         .map(|n| FileEntry::of(&o.out, n))
         .collect::<Result<Vec<_>, _>>()?;
+    let input = |p: &crate::spec::Package| Input {
+        name: p.package.clone(),
+        version: p.version.clone(),
+        sha256: p.sha256.to_lowercase(),
+    };
     let m = Manifest {
         name: spec.name.clone(),
         version: spec.version.clone(),
         arch: o.arch.clone(),
         kernel: tree.kver.clone(),
         files,
+        inputs: vec![
+            input(&a.kernel),
+            input(&a.bootloader),
+            Input {
+                name: "kiln".into(),
+                version: spec.version.clone(),
+                sha256: fetch::sha256_file(&o.kiln_binary)?,
+            },
+        ],
     };
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Format {
         what: "manifest",
@@ -212,6 +227,10 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
     })?;
     manifest::write_atomic(&o.out.join("manifest.json"), &json)?;
     std::fs::remove_dir_all(&work).map_err(Error::io("clean", &work))?;
+    // The renames above are durable once the directory itself is synced.
+    std::fs::File::open(&o.out)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("sync", &o.out))?;
     Ok(m)
 }
 

@@ -21,6 +21,7 @@ pub fn package(cache: &Path, pkg: &Package, debarch: &str) -> Result<PathBuf, Er
     ));
     if !file.exists() {
         let spec = format!("{}:{}={}", pkg.package, debarch, pkg.version);
+        tracing::info!(package = %spec, cache = %cache.display(), "apt-get download");
         let out = Command::new("apt-get")
             .args(["download", "-q", &spec])
             .current_dir(cache)
@@ -66,13 +67,18 @@ pub fn lock(cache: &Path) -> Result<CacheLock, Error> {
     Ok(CacheLock { _file: f })
 }
 
-/// Fails unless `file`'s sha256 is `expected`.
-pub fn verify(file: &Path, expected: &str) -> Result<(), Error> {
+/// A file's sha256 as lowercase hex, read in a stream.
+pub fn sha256_file(file: &Path) -> Result<String, Error> {
     use sha2::Digest;
     let mut f = std::fs::File::open(file).map_err(Error::io("read", file))?;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(Error::io("read", file))?;
-    let actual = crate::hex(&h.finalize());
+    Ok(crate::hex(&h.finalize()))
+}
+
+/// Fails unless `file`'s sha256 is `expected`.
+pub fn verify(file: &Path, expected: &str) -> Result<(), Error> {
+    let actual = sha256_file(file)?;
     if !actual.eq_ignore_ascii_case(expected) {
         return Err(Error::Checksum {
             path: file.to_path_buf(),

@@ -12,8 +12,18 @@ pub struct Manifest {
     pub name: String,
     pub version: String,
     pub arch: String,
+    /// The kernel's version directory, e.g. `6.1.0-56-amd64`.
     pub kernel: String,
     pub files: Vec<FileEntry>,
+    /// What went in: the pinned packages and the kiln binary.
+    pub inputs: Vec<Input>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Input {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,11 +36,13 @@ pub struct FileEntry {
 impl FileEntry {
     pub fn of(dir: &Path, name: &str) -> Result<FileEntry, Error> {
         let path = dir.join(name);
-        let data = std::fs::read(&path).map_err(Error::io("read", &path))?;
+        let size = std::fs::metadata(&path)
+            .map_err(Error::io("stat", &path))?
+            .len();
         Ok(FileEntry {
             name: name.to_string(),
-            size: data.len() as u64,
-            sha256: crate::sha256_hex(&data),
+            size,
+            sha256: crate::fetch::sha256_file(&path)?,
         })
     }
 }

@@ -164,6 +164,23 @@ fn check_manifest(out: &Path, arch: &str, kver: &str) {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(listed.len(), output_names(arch).len() - 1, "{listed:?}");
+    let s = spec();
+    let a = s.arch(arch).unwrap();
+    let inputs: Vec<(&str, &str)> = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["sha256"].as_str().unwrap()))
+        .collect();
+    let kiln = kiln_image::sha256_hex(std::fs::read(kiln_binary()).unwrap());
+    assert_eq!(
+        inputs,
+        [
+            (a.kernel.package.as_str(), a.kernel.sha256.as_str()),
+            (a.bootloader.package.as_str(), a.bootloader.sha256.as_str()),
+            ("kiln", kiln.as_str()),
+        ]
+    );
     for f in m["files"].as_array().unwrap() {
         let data = std::fs::read(out.join(f["name"].as_str().unwrap())).unwrap();
         assert_eq!(f["size"].as_u64().unwrap(), data.len() as u64);
