@@ -45,7 +45,10 @@ pub fn build(o: &Options) -> Result<Manifest, Error> {
         .iter()
         .find(|(n, _)| *n == o.arch)
         .map(|(_, d)| *d)
-        .unwrap_or("amd64");
+        .ok_or_else(|| Error::Field {
+            field: format!("arch.{}", o.arch),
+            problem: "unknown architecture (x86_64 or aarch64)".into(),
+        })?;
     let efi_arch = if o.arch == "aarch64" { "aa64" } else { "x64" };
     let seed = |what: &str| format!("{}/{}/{}/{what}", spec.name, spec.version, o.arch);
 

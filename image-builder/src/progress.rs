@@ -43,9 +43,10 @@ impl Step {
             result,
             self.start.elapsed().as_secs_f64()
         );
-        match &self.bar {
-            Some(b) => b.finish_with_message(line),
-            None => eprintln!("kiln-image: {line}"),
+        // The spinner gives way to the same plain line a log would get.
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
+        eprintln!("kiln-image: {line}");
     }
 }
