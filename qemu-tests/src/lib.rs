@@ -29,6 +29,7 @@
 mod console;
 mod machine;
 mod qmp;
+mod spawner;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -310,7 +310,8 @@ pub struct Machine {
 
 impl Machine {
     /// Starts QEMU for `config` in a fresh directory (console log, QEMU's
-    /// stderr, QMP socket, firmware variables).
+    /// stderr, QMP socket, firmware variables). QEMU dies with the test
+    /// process even if that is killed before the `Machine` is dropped.
     pub fn launch(config: MachineConfig) -> Result<Machine, Error> {
         config.validate()?;
         let dir = tempfile::Builder::new()
@@ -325,11 +326,10 @@ impl Machine {
         let log = std::fs::File::create(dir.path().join("console.log"))
             .map_err(Error::io("create console.log"))?;
         let launched = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
+            .stderr(stderr);
+        let mut child = crate::spawner::spawn(cmd)
             .map_err(Error::io(format!("start {}", config.arch.qemu().0)))?;
         let Some(out) = child.stdout.take() else {
             let _ = child.kill();
@@ -516,8 +516,7 @@ impl Machine {
         let timeout = self.cut(timeout);
         let until = Instant::now() + timeout;
         loop {
-            if let Some(s) = self.child.try_wait().map_err(Error::io("wait for QEMU"))? {
-                self.exit = Some(s);
+            if let Some(s) = self.exit_status()? {
                 return Ok(s);
             }
             if Instant::now() >= until {
@@ -540,12 +539,28 @@ impl Machine {
         }
     }
 
+    /// QEMU's exit status if it has exited, without waiting.
+    fn exit_status(&mut self) -> Result<Option<ExitStatus>, Error> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().map_err(Error::io("wait for QEMU"))?;
+        }
+        Ok(self.exit)
+    }
+
     /// `timeout`, cut to what is left before the machine's deadline.
     fn cut(&self, timeout: Duration) -> Duration {
         timeout.min(self.deadline.saturating_duration_since(Instant::now()))
     }
 
     fn qmp_client(&mut self) -> Result<&mut Qmp, Error> {
+        // A QEMU that has gone answers nothing (and connecting would retry
+        // until the socket's timeout).
+        if let Some(status) = self.exit_status()? {
+            return Err(Error::Qmp {
+                command: "connect".into(),
+                reason: format!("QEMU has exited ({status})"),
+            });
+        }
         if self.qmp.is_none() {
             let q = Qmp::connect(&self.dir.path().join("qmp.sock"), QMP_CONNECT)?;
             self.qmp = Some(q);

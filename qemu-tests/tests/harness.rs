@@ -218,6 +218,24 @@ fn aarch64_direct_boot_and_reset_exits_with_no_reboot() {
 }
 
 #[test]
+fn x86_64_uefi_firmware_reaches_its_boot_manager() {
+    // No disk: OVMF (with its own writable copy of the variable store)
+    // reaches its boot manager and tries its boot options in turn.
+    let mut m = Machine::launch(MachineConfig::new(Arch::X86_64, Boot::Uefi)).unwrap();
+    let bds = m
+        .wait_for(
+            &re(r"BdsDxe: (failed to load|loading|starting) Boot\d+"),
+            BOOT,
+        )
+        .unwrap();
+    assert!(bds.at > Duration::ZERO);
+    assert!(m.dir().join("vars.fd").is_file());
+    let status = m.quit().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(m.quit().is_ok(), "quitting twice is harmless");
+}
+
+#[test]
 fn deadline_bounds_every_wait() {
     // -S: the guest never runs, so nothing ever appears and nothing exits.
     let mut m = Machine::launch(
@@ -236,6 +254,9 @@ fn deadline_bounds_every_wait() {
     assert!(m.wait_event("RESET", Duration::from_secs(600)).is_err());
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     let pid = m.pid();
+    m.kill();
+    let err = m.query_status().unwrap_err();
+    assert!(err.to_string().contains("exited"), "{err}");
     drop(m);
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
@@ -277,5 +298,65 @@ fn a_failing_test_keeps_the_machine_directory() {
         dir.display()
     );
     assert!(dir.join("qemu.stderr").is_file());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Run by `qemu_dies_with_a_killed_test_process` in a child process: holds a
+/// paused machine until killed.
+#[test]
+#[ignore = "helper run in a child process"]
+fn helper_hold_a_machine_until_killed() {
+    if std::env::var_os("KILN_HARNESS_CHILD").is_none() {
+        return;
+    }
+    let m = Machine::launch(no_root(Arch::X86_64).extra_args(["-S"])).unwrap();
+    println!("QEMU_DIR={}", m.dir().display());
+    println!("QEMU_PID={}", m.pid());
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn qemu_dies_with_a_killed_test_process() {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_hold_a_machine_until_killed",
+            "--nocapture",
+        ])
+        .env("KILN_HARNESS_CHILD", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = |key: &str| {
+        out.by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix(key).map(str::to_string))
+            .unwrap_or_else(|| panic!("the child printed no {key}"))
+    };
+    let dir = PathBuf::from(printed("QEMU_DIR="));
+    let pid = printed("QEMU_PID=");
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    // SIGKILL: no destructor runs in the test process.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    // Gone, or a zombie waiting for init to reap it.
+    let alive = || {
+        std::fs::read_to_string(proc_dir.join("stat"))
+            .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+            .unwrap_or(false)
+    };
+    while alive() {
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("QEMU {pid} outlived its test");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing dropped the killed child's machine: its directory is ours.
     std::fs::remove_dir_all(dir).unwrap();
 }
