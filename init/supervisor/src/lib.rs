@@ -16,40 +16,32 @@ mod logs;
 pub mod reaper;
 mod spawn;
 mod spec;
+mod validate;
 
-pub use reaper::Exit;
-pub use spawn::SpawnError;
+pub use reaper::{Exit, SpawnError};
 pub use spec::{Backoff, Condition, HealthCheck, Probe, RestartPolicy, ServiceSpec};
+pub use validate::Error;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::cgroup::Cgroup;
 use crate::logs::LogSink;
-use crate::reaper::Reaper;
+use crate::reaper::{Command, ExitFuture, Reaper};
 
-/// Invalid service definitions or requests.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("service {0:?} is defined twice")]
-    Duplicate(String),
-    #[error("service {service:?} depends on unknown service {dependency:?}")]
-    UnknownDependency { service: String, dependency: String },
-    #[error("dependency cycle: {}", .0.join(" -> "))]
-    Cycle(Vec<String>),
-    #[error("service {0:?} has an empty command")]
-    EmptyCommand(String),
-    #[error("no service {0:?}")]
-    UnknownService(String),
-}
+/// How often a start condition on paths is re-checked.
+const CONDITION_POLL: Duration = Duration::from_millis(250);
+/// After SIGKILL, how long a process may take to be reaped.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,13 +49,17 @@ pub enum State {
     /// Waiting for dependencies or its start condition.
     Waiting,
     Starting,
+    /// Started; its health check has not passed yet.
     Running,
     Healthy,
+    /// Its health check failed `failure_threshold` times in a row.
     Unhealthy,
     Stopping,
-    /// Exited 0 and not restarted.
+    /// Exited 0. Not restarted unless the policy is `Always` (then the
+    /// message says when).
     Finished,
-    /// Exited non-zero or could not start; restarts if its policy says so.
+    /// Exited non-zero or could not start; the message says whether and when
+    /// it restarts.
     Failed,
     /// Stopped on request.
     Stopped,
@@ -84,6 +80,7 @@ pub struct ServiceStatus {
     pub id: String,
     pub state: State,
     pub pid: Option<i32>,
+    /// Restarts scheduled so far (after exits or start failures).
     pub restarts: u32,
     pub last_exit: Option<Exit>,
     pub message: String,
@@ -93,7 +90,7 @@ pub struct ServiceStatus {
 /// Supervisor-wide settings.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
-    /// Parent cgroup for services (`/sys/fs/cgroup/kiln` on a node).
+    /// Parent cgroup (v2) for services (`/sys/fs/cgroup/kiln` on a node).
     pub cgroup_root: Option<PathBuf>,
     /// Directory for `<service>.log` (`/var/log/kiln` on a node).
     pub log_dir: Option<PathBuf>,
@@ -114,9 +111,9 @@ impl Default for SupervisorConfig {
 /// What [`Supervisor::shutdown`] did.
 #[derive(Debug, Default, Clone)]
 pub struct ShutdownReport {
-    /// Services in the order they were stopped.
+    /// Services in the order they reached `Stopped` within the deadline.
     pub stopped: Vec<String>,
-    /// Services killed when the deadline passed.
+    /// Services still running at the deadline, then SIGKILLed.
     pub killed: Vec<String>,
     pub elapsed: Duration,
 }
@@ -159,6 +156,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// Bumped on every state change, for tasks waiting on other services.
     changed: watch::Sender<u64>,
+    /// Set by shutdown: no service starts again.
+    shutting_down: AtomicBool,
 }
 
 /// The supervisor. Cheap to clone.
@@ -168,6 +167,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// `reaper` is the process's one reaper ([`Reaper::start`]).
     pub fn new(config: SupervisorConfig, reaper: Reaper) -> Self {
         let (events, _) = broadcast::channel(1024);
         let (changed, _) = watch::channel(0);
@@ -178,22 +178,21 @@ impl Supervisor {
                 services: Mutex::default(),
                 events,
                 changed,
+                shutting_down: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Validates `specs` (ids unique, dependencies known, no cycles, commands
-    /// non-empty) and starts a task for each; nothing starts if any is invalid.
-    /// Must be called within a tokio runtime.
+    /// Validates `specs` (ids unique and usable as file names, dependencies
+    /// known, no cycles, commands non-empty) against each other and the
+    /// services already loaded, then starts a task for each; nothing is
+    /// loaded if any is invalid. Must be called within a tokio runtime.
     pub async fn load(&self, specs: Vec<ServiceSpec>) -> Result<(), Error> {
-        validate(
-            &specs,
-            &self
-                .inner
-                .services
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )?;
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let mut services = self.inner.lock_services();
+        validate::validate(&specs, &services)?;
         for spec in specs {
             let status = ServiceStatus {
                 id: spec.id.clone(),
@@ -219,11 +218,7 @@ impl Supervisor {
                 desired,
                 logs,
             });
-            self.inner
-                .services
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(svc.spec.id.clone(), svc.clone());
+            services.insert(svc.spec.id.clone(), svc.clone());
             tokio::spawn(run_service(self.inner.clone(), svc));
         }
         Ok(())
@@ -252,9 +247,13 @@ impl Supervisor {
         Ok(self.service(id)?.logs.subscribe())
     }
 
-    /// Starts a stopped, finished or failed service (again).
+    /// Starts a stopped, finished or failed service (again); no-op for a
+    /// running one.
     pub fn start(&self, id: &str) -> Result<(), Error> {
         let svc = self.service(id)?;
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
         svc.desired.send_modify(|d| {
             d.run = true;
             d.generation += 1;
@@ -262,10 +261,12 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Stops a service and waits until its process is gone.
+    /// Stops a service (stop signal, SIGKILL after its stop timeout) and
+    /// waits until it is `Stopped`. Its dependents are left running.
     pub async fn stop(&self, id: &str) -> Result<(), Error> {
         let svc = self.service(id)?;
-        stop_and_wait(&self.inner, &svc).await;
+        request_stop(&svc);
+        wait_stopped(&self.inner, &svc).await;
         Ok(())
     }
 
@@ -274,93 +275,93 @@ impl Supervisor {
         self.start(id)
     }
 
-    /// Stops every service, dependents before their dependencies, within
-    /// `deadline`; whatever is left then is killed.
+    /// Stops every service, each once all its dependents are stopped
+    /// (independent ones concurrently), within `deadline`; past it whatever
+    /// still runs is SIGKILLed, its cgroup included. Services waiting or in
+    /// backoff are simply cancelled. No service starts afterwards.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let start = Instant::now();
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
         let services = self.services();
         let stopped = Arc::new(Mutex::new(Vec::new()));
-        let ordered = async {
-            let mut remaining: BTreeSet<String> =
-                services.iter().map(|s| s.spec.id.clone()).collect();
-            while !remaining.is_empty() {
-                // Services no remaining service depends on.
-                let wave: Vec<Arc<Service>> = services
-                    .iter()
-                    .filter(|s| remaining.contains(&s.spec.id))
-                    .filter(|s| {
-                        !services.iter().any(|o| {
-                            remaining.contains(&o.spec.id) && o.spec.depends_on.contains(&s.spec.id)
-                        })
-                    })
-                    .cloned()
-                    .collect();
-                // Ask the whole wave at once, then wait: they stop in parallel.
-                for s in &wave {
-                    request_stop(s);
+        let mut tasks = JoinSet::new();
+        for svc in &services {
+            let dependents: Vec<Arc<Service>> = services
+                .iter()
+                .filter(|o| o.spec.depends_on.contains(&svc.spec.id))
+                .cloned()
+                .collect();
+            let (inner, svc, stopped) = (self.inner.clone(), svc.clone(), stopped.clone());
+            tasks.spawn(async move {
+                for d in &dependents {
+                    wait_stopped(&inner, d).await;
                 }
-                for s in &wave {
-                    wait_stopped(&self.inner, s).await;
-                    stopped
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(s.spec.id.clone());
-                }
-                for s in &wave {
-                    remaining.remove(&s.spec.id);
-                }
-            }
-        };
-        let mut report = ShutdownReport::default();
-        if tokio::time::timeout(deadline, ordered).await.is_err() {
-            for s in &services {
-                let st = s.status();
-                if let Some(pid) = st.pid {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    report.killed.push(s.spec.id.clone());
-                }
-                s.desired.send_modify(|d| d.run = false);
-            }
+                request_stop(&svc);
+                wait_stopped(&inner, &svc).await;
+                lock(&stopped).push(svc.spec.id.clone());
+            });
         }
-        report.stopped = stopped.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let all = async { while tasks.join_next().await.is_some() {} };
+        let in_time = tokio::time::timeout(deadline, all).await.is_ok();
+        // Dropping the set cancels the ordering tasks still waiting.
+        drop(tasks);
+        let mut report = ShutdownReport::default();
+        if !in_time {
+            for svc in &services {
+                request_stop(svc);
+                if svc.status().state == State::Stopped {
+                    continue;
+                }
+                warn!(service = %svc.spec.id, "still running at the shutdown deadline: SIGKILL");
+                if let Some(pid) = svc.status().pid {
+                    kill_group(pid);
+                }
+                if let Some(root) = &self.inner.config.cgroup_root {
+                    cgroup::kill_all(&root.join(&svc.spec.id));
+                }
+                report.killed.push(svc.spec.id.clone());
+            }
+            // Let their tasks see the exits and clean up (bounded).
+            let settle = async {
+                for svc in &services {
+                    wait_stopped(&self.inner, svc).await;
+                }
+            };
+            let _ = tokio::time::timeout(KILL_GRACE, settle).await;
+        }
+        report.stopped = lock(&stopped).clone();
         report.elapsed = start.elapsed();
         report
     }
 
     fn services(&self) -> Vec<Arc<Service>> {
-        self.inner
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.inner.lock_services().values().cloned().collect()
     }
 
     fn service(&self, id: &str) -> Result<Arc<Service>, Error> {
         self.inner
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_services()
             .get(id)
             .cloned()
             .ok_or_else(|| Error::UnknownService(id.to_string()))
     }
 }
 
-impl Service {
-    fn status(&self) -> ServiceStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+impl Inner {
+    fn lock_services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Service>>> {
+        lock(&self.services)
     }
 }
 
-/// Asks a service to stop and waits until it is no longer running.
-async fn stop_and_wait(inner: &Inner, svc: &Service) {
-    request_stop(svc);
-    wait_stopped(inner, svc).await;
+impl Service {
+    fn status(&self) -> ServiceStatus {
+        lock(&self.status).clone()
+    }
+}
+
+/// A poisoned lock still holds consistent data here (plain fields): use it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn request_stop(svc: &Service) {
@@ -382,62 +383,15 @@ async fn wait_stopped(inner: &Inner, svc: &Service) {
     }
 }
 
-fn validate(specs: &[ServiceSpec], existing: &BTreeMap<String, Arc<Service>>) -> Result<(), Error> {
-    let mut ids = BTreeSet::new();
-    for s in specs {
-        if existing.contains_key(&s.id) || !ids.insert(s.id.as_str()) {
-            return Err(Error::Duplicate(s.id.clone()));
-        }
-        if s.command.is_empty() {
-            return Err(Error::EmptyCommand(s.id.clone()));
-        }
-    }
-    let deps: BTreeMap<&str, &Vec<String>> = specs
-        .iter()
-        .map(|s| (s.id.as_str(), &s.depends_on))
-        .collect();
-    for s in specs {
-        for d in &s.depends_on {
-            if !ids.contains(d.as_str()) && !existing.contains_key(d) {
-                return Err(Error::UnknownDependency {
-                    service: s.id.clone(),
-                    dependency: d.clone(),
-                });
-            }
-        }
-    }
-    // Depth-first search for a cycle, reporting its path.
-    fn visit<'a>(
-        id: &'a str,
-        deps: &BTreeMap<&'a str, &'a Vec<String>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Result<(), Error> {
-        if let Some(pos) = path.iter().position(|p| *p == id) {
-            let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
-            cycle.push(id.to_string());
-            return Err(Error::Cycle(cycle));
-        }
-        if done.contains(id) {
-            return Ok(());
-        }
-        path.push(id);
-        if let Some(ds) = deps.get(id) {
-            for d in ds.iter() {
-                visit(d.as_str(), deps, path, done)?;
-            }
-        }
-        path.pop();
-        done.insert(id);
-        Ok(())
-    }
-    let mut done = BTreeSet::new();
-    for s in specs {
-        visit(&s.id, &deps, &mut Vec::new(), &mut done)?;
-    }
-    Ok(())
+/// SIGKILL to a service's main process and its process group (its
+/// session's leader group: the pgid is its pid, as it called setsid).
+fn kill_group(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
 }
 
+/// Records a state change and announces it. The event is sent under the
+/// status lock so events come in the order the states were set.
 fn set_state(
     inner: &Inner,
     svc: &Service,
@@ -445,26 +399,44 @@ fn set_state(
     message: impl Into<String>,
     pid: Option<i32>,
 ) {
-    let message = message.into();
-    {
-        let mut st = svc.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.state = state;
-        st.pid = pid;
-        st.message = message.clone();
-        st.since = SystemTime::now();
+    let mut st = lock(&svc.status);
+    apply(inner, svc, &mut st, state, message.into(), pid);
+}
+
+/// A health result for run `pid`: applies only while that run is up, so a
+/// late probe cannot overwrite `Stopping` or an exit.
+fn set_health(inner: &Inner, svc: &Service, pid: i32, state: State, message: String) {
+    let mut st = lock(&svc.status);
+    let live = matches!(st.state, State::Running | State::Healthy | State::Unhealthy);
+    if live && st.pid == Some(pid) && st.state != state {
+        apply(inner, svc, &mut st, state, message, Some(pid));
     }
+}
+
+fn apply(
+    inner: &Inner,
+    svc: &Service,
+    st: &mut ServiceStatus,
+    state: State,
+    message: String,
+    pid: Option<i32>,
+) {
+    st.state = state;
+    st.pid = pid;
+    st.message = message.clone();
+    st.since = SystemTime::now();
     let _ = inner.events.send(Event {
         service: svc.spec.id.clone(),
         state,
         message,
-        at: SystemTime::now(),
+        at: st.since,
     });
     inner.changed.send_modify(|n| *n += 1);
 }
 
-/// True when every dependency is healthy.
+/// `Ok` when every dependency is healthy, else what is awaited.
 fn dependencies_ready(inner: &Inner, svc: &Service) -> Result<(), String> {
-    let services = inner.services.lock().unwrap_or_else(|e| e.into_inner());
+    let services = inner.lock_services();
     for d in &svc.spec.depends_on {
         match services.get(d).map(|s| s.status().state) {
             Some(State::Healthy) => {}
@@ -510,7 +482,7 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
                 _ = changed.changed() => {}
                 _ = desired.changed() => {}
                 // Conditions on paths are polled.
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(CONDITION_POLL) => {}
             }
         };
         if !ready {
@@ -519,23 +491,12 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
 
         set_state(&inner, &svc, State::Starting, "starting", None);
         let started = Instant::now();
-        let (pid, exit_rx, cg) = match start_process(&inner, &svc) {
+        let (pid, mut exit_rx, cg) = match start_process(&inner, &svc) {
             Ok(p) => p,
             Err(e) => {
                 warn!(service = %svc.spec.id, "cannot start: {e}");
-                set_state(
-                    &inner,
-                    &svc,
-                    State::Failed,
-                    format!("cannot start: {e}"),
-                    None,
-                );
-                if svc.spec.restart == RestartPolicy::Never {
-                    wait_for_request(&mut desired).await;
-                } else {
-                    // A stop during the delay is handled at the loop's top.
-                    backoff(&svc, &mut desired, &mut streak).await;
-                }
+                let why = format!("cannot start: {e}");
+                after_exit(&inner, &svc, &mut desired, &mut streak, why, false).await;
                 continue;
             }
         };
@@ -562,76 +523,88 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
                 svc.clone(),
                 check,
                 pid,
+                started,
             ))),
         };
 
-        let mut exit_rx = exit_rx;
         let exit = tokio::select! {
-            exit = &mut exit_rx => Some(exit.unwrap_or(Exit::Signal(0))),
+            exit = &mut exit_rx => Some(exit),
             _ = stop_requested(&mut desired) => None,
         };
         if let Some(h) = &health {
             h.abort();
         }
-        let exit = match exit {
-            Some(e) => e,
-            None => {
-                set_state(
-                    &inner,
-                    &svc,
-                    State::Stopping,
-                    format!("stopping pid {pid}"),
-                    Some(pid),
-                );
-                let e = stop_process(&svc, pid, exit_rx).await;
-                if let Some(cg) = &cg {
-                    cg.kill_all_and_remove().await;
-                }
-                svc.status
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .last_exit = e;
-                continue;
+        let Some(exit) = exit else {
+            set_state(
+                &inner,
+                &svc,
+                State::Stopping,
+                format!("stopping pid {pid}"),
+                Some(pid),
+            );
+            let exit = stop_process(&svc, pid, exit_rx).await;
+            if let Some(cg) = &cg {
+                cg.kill_all_and_remove().await;
             }
+            lock(&svc.status).last_exit = exit;
+            continue; // the loop's top reports Stopped
         };
         if let Some(cg) = &cg {
             cg.kill_all_and_remove().await;
         }
-        svc.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_exit = Some(exit);
+        lock(&svc.status).last_exit = exit;
         if started.elapsed() >= svc.spec.backoff.reset_after {
             streak = 0;
         }
-        let restart = match svc.spec.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !exit.success(),
-            RestartPolicy::Never => false,
+        let (what, success) = match exit {
+            Some(e) => (e.to_string(), e.success()),
+            None => ("exit status lost".to_string(), false),
         };
-        if exit.success() && !restart {
-            set_state(&inner, &svc, State::Finished, format!("{exit}"), None);
-            wait_for_request(&mut desired).await;
-            continue;
-        }
-        set_state(&inner, &svc, State::Failed, format!("{exit}"), None);
-        if restart {
-            // A stop during the delay is handled at the loop's top.
-            backoff(&svc, &mut desired, &mut streak).await;
-        } else {
-            wait_for_request(&mut desired).await;
-        }
+        info!(service = %svc.spec.id, pid, "{what}");
+        after_exit(&inner, &svc, &mut desired, &mut streak, what, success).await;
     }
 }
 
-/// Sleeps the backoff delay, or less if a stop request cuts it short.
-async fn backoff(svc: &Service, desired: &mut watch::Receiver<Desired>, streak: &mut u32) {
+/// Reports an ended run (or failed start) and applies the restart policy:
+/// sleeps the backoff delay (cut short by a stop) or waits for a request.
+async fn after_exit(
+    inner: &Inner,
+    svc: &Service,
+    desired: &mut watch::Receiver<Desired>,
+    streak: &mut u32,
+    what: String,
+    success: bool,
+) {
+    let restart = match svc.spec.restart {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => !success,
+        RestartPolicy::Never => false,
+    };
+    let state = if success {
+        State::Finished
+    } else {
+        State::Failed
+    };
+    if !restart {
+        set_state(inner, svc, state, format!("{what}; not restarted"), None);
+        wait_for_request(desired).await;
+        return;
+    }
     let delay = svc.spec.backoff.delay(*streak);
-    *streak += 1;
-    svc.status
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .restarts += 1;
+    *streak = streak.saturating_add(1);
+    let n = {
+        let mut st = lock(&svc.status);
+        st.restarts = st.restarts.saturating_add(1);
+        st.restarts
+    };
+    set_state(
+        inner,
+        svc,
+        state,
+        format!("{what}; restart {n} in {} ms", delay.as_millis()),
+        None,
+    );
+    // A stop during the delay is handled at the loop's top.
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = stop_requested(desired) => {}
@@ -656,102 +629,93 @@ async fn wait_for_request(desired: &mut watch::Receiver<Desired>) {
     let _ = desired.changed().await;
 }
 
-/// Forks the service's process into its cgroup with output captured.
+/// Starts the service's process in its cgroup, output captured.
 fn start_process(
     inner: &Inner,
     svc: &Service,
-) -> Result<(i32, tokio::sync::oneshot::Receiver<Exit>, Option<Cgroup>), String> {
+) -> Result<(i32, ExitFuture, Option<Cgroup>), String> {
     let spec = &svc.spec;
-    let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let argv = spec
-        .command
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstr(&format!("{k}={v}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cwd = spec
-        .cwd
-        .as_ref()
-        .map(|p| cstr(&p.to_string_lossy()))
-        .transpose()?;
-    let (cg, procs) = match &inner.config.cgroup_root {
-        Some(root) => match Cgroup::create(root, &spec.id) {
-            Ok((cg, fd)) => (Some(cg), Some(fd)),
-            Err(e) => {
-                warn!(service = %spec.id, "no cgroup under {}: {e}", root.display());
-                (None, None)
-            }
-        },
-        None => (None, None),
-    };
     let output = svc.logs.pipe().map_err(|e| format!("output pipe: {e}"))?;
-    let launch = spawn::Launch {
-        argv,
-        env,
-        cwd,
-        output,
-        cgroup_procs: procs,
-    };
-    let pid = spawn::spawn(&launch).map_err(|e| e.to_string())?;
-    let exit = inner.reaper.watch(pid);
-    info!(service = %spec.id, pid, "started");
-    Ok((pid, exit, cg))
+    let mut cmd = Command::new(spec.command.iter().cloned())
+        .envs(&spec.env)
+        .output(output);
+    if let Some(dir) = &spec.cwd {
+        cmd = cmd.cwd(dir);
+    }
+    let mut cg = None;
+    if let Some(root) = &inner.config.cgroup_root {
+        // Without its cgroup a service still runs: PID 1 must keep the node
+        // up; strays are then not cleaned up.
+        match Cgroup::create(root, &spec.id) {
+            Ok((c, procs)) => {
+                cmd = cmd.cgroup_procs(procs);
+                cg = Some(c);
+            }
+            Err(e) => warn!(service = %spec.id, "no cgroup under {}: {e}", root.display()),
+        }
+    }
+    match inner.reaper.spawn(&cmd) {
+        Ok((pid, exit)) => {
+            info!(service = %spec.id, pid, "started");
+            Ok((pid, exit, cg))
+        }
+        Err(e) => {
+            if let Some(cg) = cg {
+                cg.remove();
+            }
+            Err(e.to_string())
+        }
+    }
 }
 
-/// Stop signal, then SIGKILL after the stop timeout. Returns the exit.
-async fn stop_process(
-    svc: &Service,
-    pid: i32,
-    exit: tokio::sync::oneshot::Receiver<Exit>,
-) -> Option<Exit> {
+/// Stop signal, then SIGKILL (to its process group too) after the stop
+/// timeout. Returns the exit.
+async fn stop_process(svc: &Service, pid: i32, mut exit: ExitFuture) -> Option<Exit> {
     let _ = kill(Pid::from_raw(pid), svc.spec.stop_signal);
-    let mut exit = exit;
-    match tokio::time::timeout(svc.spec.stop_timeout, &mut exit).await {
-        Ok(e) => e.ok(),
+    if let Ok(e) = tokio::time::timeout(svc.spec.stop_timeout, &mut exit).await {
+        return e;
+    }
+    warn!(service = %svc.spec.id, pid, "did not stop in {:?}: SIGKILL", svc.spec.stop_timeout);
+    kill_group(pid);
+    match tokio::time::timeout(KILL_GRACE, exit).await {
+        Ok(e) => e,
         Err(_) => {
-            warn!(service = %svc.spec.id, pid, "did not stop in {:?}: SIGKILL", svc.spec.stop_timeout);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            tokio::time::timeout(Duration::from_secs(5), exit)
-                .await
-                .ok()
-                .and_then(Result::ok)
+            warn!(service = %svc.spec.id, pid, "not reaped {KILL_GRACE:?} after SIGKILL");
+            None
         }
     }
 }
 
 /// Probes a running service; Healthy/Unhealthy transitions become events.
-async fn watch_health(inner: Arc<Inner>, svc: Arc<Service>, check: HealthCheck, pid: i32) {
+async fn watch_health(
+    inner: Arc<Inner>,
+    svc: Arc<Service>,
+    check: HealthCheck,
+    pid: i32,
+    started: Instant,
+) {
+    let threshold = check.failure_threshold.max(1);
     let mut failures = 0u32;
     loop {
-        let result = health::check(&check.probe, check.timeout, &inner.reaper).await;
-        let state = svc.status().state;
-        match result {
+        match health::check(&check.probe, check.timeout, &svc.spec.env, &inner.reaper).await {
             Ok(()) => {
                 failures = 0;
-                if state != State::Healthy {
-                    set_state(
-                        &inner,
-                        &svc,
-                        State::Healthy,
-                        "health check passed",
-                        Some(pid),
-                    );
-                }
+                set_health(
+                    &inner,
+                    &svc,
+                    pid,
+                    State::Healthy,
+                    "health check passed".into(),
+                );
             }
             Err(reason) => {
-                failures += 1;
-                if state == State::Healthy && failures >= check.failure_threshold {
-                    set_state(
-                        &inner,
-                        &svc,
-                        State::Unhealthy,
-                        format!("health check failed {failures} times: {reason}"),
-                        Some(pid),
-                    );
+                let grace = check.start_period.is_some_and(|p| started.elapsed() < p);
+                if !grace {
+                    failures = failures.saturating_add(1);
+                }
+                if failures >= threshold {
+                    let message = format!("{failures} health checks failed; last: {reason}");
+                    set_health(&inner, &svc, pid, State::Unhealthy, message);
                 }
             }
         }

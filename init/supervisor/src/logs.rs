@@ -1,6 +1,8 @@
 //! Service output: one pipe per run of a service (stdout and stderr share
 //! it, so their order is kept), read line by line into a ring buffer, a log
-//! file, subscribers, and tracing (so PID 1's console shows it too).
+//! file, subscribers, and tracing at debug. Lines are cut at [`MAX_LINE`]
+//! bytes and decoded lossily: a service printing binary or no newlines must
+//! neither grow PID 1's memory nor stop being drained (it would block).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -8,9 +10,12 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
-use tracing::info;
+use tracing::debug;
+
+/// Longest line kept; longer output is split.
+pub(crate) const MAX_LINE: usize = 4096;
 
 pub(crate) struct LogSink {
     id: String,
@@ -77,9 +82,12 @@ impl LogSink {
             self.tx.clone(),
         );
         tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                info!(service = %id, "| {line}");
+            let mut reader = reader;
+            let mut pending: Vec<u8> = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut emit = |bytes: &[u8]| {
+                let line = String::from_utf8_lossy(bytes).into_owned();
+                debug!(service = %id, "| {line}");
                 if let Some(f) = file.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
@@ -91,6 +99,26 @@ impl LogSink {
                     ring.push_back(line.clone());
                 }
                 let _ = tx.send(line);
+            };
+            loop {
+                let n = match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&chunk[..n]);
+                let mut start = 0;
+                while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
+                    emit(&pending[start..start + nl]);
+                    start += nl + 1;
+                }
+                pending.drain(..start);
+                while pending.len() >= MAX_LINE {
+                    emit(&pending[..MAX_LINE]);
+                    pending.drain(..MAX_LINE);
+                }
+            }
+            if !pending.is_empty() {
+                emit(&pending);
             }
         });
         Ok(w)

@@ -1,20 +1,30 @@
 //! The process reaper. PID 1 must reap every process that dies under it,
-//! orphans included, so one thread does all the waiting: `waitpid(-1)` in a
-//! loop, handing each exit status to whoever registered that pid. Nothing
-//! else may wait on a child (no `Child::wait`, no `tokio::process`), or the
-//! two would race for exit statuses.
+//! orphans re-parented to it included, so exactly one task per process does
+//! all the waiting: on every SIGCHLD it loops `waitpid(-1, WNOHANG)` and
+//! hands each exit status to whoever registered that pid. Nothing else may
+//! wait on a child (no `Child::wait`, `Command::output/status`,
+//! `tokio::process`): they wait on specific pids and would race it.
 //!
 //! A child can exit before its spawner registers it; such exits are kept
-//! for a while and handed over on registration.
+//! for a while and handed over on registration. Exits nobody claims (true
+//! orphans) are logged at debug and dropped after [`UNCLAIMED_TTL`].
+//!
+//! The task runs on its own small thread and runtime, started once per
+//! process (a `OnceLock`): it must outlive any one runtime (tests start many
+//! in one process) and never competes with PID 1's runtime.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{debug, error, warn};
+
+pub use crate::spawn::{Command, SpawnError};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +37,16 @@ impl Exit {
     pub fn success(self) -> bool {
         self == Exit::Code(0)
     }
+
+    fn from_wait_status(status: libc::c_int) -> Option<Exit> {
+        if libc::WIFEXITED(status) {
+            Some(Exit::Code(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(Exit::Signal(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
 }
 
 impl std::fmt::Display for Exit {
@@ -38,8 +58,11 @@ impl std::fmt::Display for Exit {
     }
 }
 
-/// Exits nobody claimed are dropped after this long (true orphans).
-const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
+/// Unclaimed exits are dropped after this long.
+pub const UNCLAIMED_TTL: Duration = Duration::from_secs(30);
+/// Reaping also runs this often without a SIGCHLD: a safety net, and the
+/// clock for dropping unclaimed exits.
+const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Registry {
@@ -47,51 +70,102 @@ struct Registry {
     unclaimed: HashMap<i32, (Exit, Instant)>,
 }
 
-struct Shared {
-    registry: Mutex<Registry>,
-    /// Signalled when a child is spawned, to wake the thread from "no children".
-    spawned: Condvar,
-    spawned_flag: Mutex<bool>,
-}
-
-/// Handle to the process-wide reaper thread.
+/// Handle to the process-wide reaper. Cheap to clone.
 #[derive(Clone)]
 pub struct Reaper {
-    shared: Arc<Shared>,
+    registry: Arc<Mutex<Registry>>,
+}
+
+/// Resolves to the process's exit; `None` only if the reaper is gone.
+#[derive(Debug)]
+pub struct ExitFuture(oneshot::Receiver<Exit>);
+
+impl Future for ExitFuture {
+    type Output = Option<Exit>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Exit>> {
+        Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
 }
 
 static REAPER: OnceLock<Reaper> = OnceLock::new();
 
 impl Reaper {
-    /// The process's reaper, started on first use.
+    /// The process's reaper, started on first use. Returns once it listens
+    /// for SIGCHLD, so no exit from then on waits for the safety tick.
     pub fn start() -> Reaper {
         REAPER
             .get_or_init(|| {
-                let shared = Arc::new(Shared {
-                    registry: Mutex::default(),
-                    spawned: Condvar::new(),
-                    spawned_flag: Mutex::new(false),
-                });
-                let thread_shared = shared.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("reaper".into())
-                    .spawn(move || reap_forever(&thread_shared));
-                if let Err(e) = spawned {
-                    tracing::error!("cannot start the reaper thread: {e}");
+                let reaper = Reaper {
+                    registry: Arc::default(),
+                };
+                let registry = reaper.registry.clone();
+                let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+                let thread = std::thread::Builder::new()
+                    .name("kiln-reaper".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(reap_loop(registry, Some(ready_tx))),
+                            Err(e) => {
+                                error!("reaper: cannot build its runtime: {e}");
+                                let _ = ready_tx.send(false);
+                            }
+                        }
+                    });
+                let running = match thread {
+                    Ok(_) => ready_rx.recv().unwrap_or(false),
+                    Err(e) => {
+                        error!("reaper: cannot start its thread: {e}");
+                        false
+                    }
+                };
+                if !running {
+                    // Last resort: reap from the caller's runtime.
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(h) => {
+                            warn!("reaper: running on the caller's runtime");
+                            h.spawn(reap_loop(reaper.registry.clone(), None));
+                        }
+                        Err(_) => error!("reaper: not running; children will not be reaped"),
+                    }
                 }
-                Reaper { shared }
+                reaper
             })
             .clone()
     }
 
-    /// Registers `pid`; the receiver gets its exit status.
-    pub fn watch(&self, pid: i32) -> oneshot::Receiver<Exit> {
+    /// Starts `cmd` and registers it; the future resolves to its exit.
+    pub fn spawn(&self, cmd: &Command) -> Result<(i32, ExitFuture), SpawnError> {
         let (tx, rx) = oneshot::channel();
-        let mut reg = self
-            .shared
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let forked = {
+            // Forking under the lock: the new child cannot have been reaped
+            // before it is registered, so an unclaimed exit under its pid
+            // belongs to an earlier process that had the same pid.
+            let mut reg = self.lock();
+            let forked = crate::spawn::fork_exec(cmd)?;
+            reg.unclaimed.remove(&forked.pid);
+            reg.waiting.insert(forked.pid, tx);
+            forked
+        };
+        let pid = forked.pid;
+        match forked.finish() {
+            Ok(pid) => Ok((pid, ExitFuture(rx))),
+            Err(e) => {
+                // The child exits at once; its exit goes to nobody.
+                self.lock().waiting.remove(&pid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers a child started elsewhere; an exit the reaper already
+    /// collected for `pid` is handed over at once.
+    pub fn watch(&self, pid: i32) -> ExitFuture {
+        let (tx, rx) = oneshot::channel();
+        let mut reg = self.lock();
         match reg.unclaimed.remove(&pid) {
             Some((exit, _)) => {
                 let _ = tx.send(exit);
@@ -100,64 +174,103 @@ impl Reaper {
                 reg.waiting.insert(pid, tx);
             }
         }
-        drop(reg);
-        self.notify_spawned();
-        rx
+        ExitFuture(rx)
     }
 
-    /// Tells the reaper there are children to wait for.
-    pub fn notify_spawned(&self) {
-        let mut f = self
-            .shared
-            .spawned_flag
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *f = true;
-        self.shared.spawned.notify_all();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn reap_forever(shared: &Shared) {
+/// Makes this process the reaper of its descendants' orphans, as PID 1 is
+/// by nature: for tests and any reaper that is not PID 1.
+pub fn become_subreaper() -> Result<(), nix::Error> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+async fn reap_loop(
+    registry: Arc<Mutex<Registry>>,
+    ready: Option<std::sync::mpsc::SyncSender<bool>>,
+) {
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!("reaper: cannot listen for SIGCHLD ({e}); polling");
+            None
+        }
+    };
+    if let Some(ready) = ready {
+        let _ = ready.send(true);
+    }
+    let tick = if sigchld.is_some() {
+        TICK
+    } else {
+        Duration::from_millis(50)
+    };
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(status) => {
-                let (pid, exit) = match status {
-                    WaitStatus::Exited(pid, code) => (pid, Exit::Code(code)),
-                    WaitStatus::Signaled(pid, sig, _) => (pid, Exit::Signal(sig as i32)),
-                    _ => continue,
-                };
-                deliver(shared, pid.as_raw(), exit);
+        reap_all(&registry);
+        match sigchld.as_mut() {
+            Some(s) => {
+                tokio::select! {
+                    _ = s.recv() => {}
+                    _ = ticker.tick() => drop_old_unclaimed(&registry),
+                }
             }
-            Err(nix::Error::EINTR) => {}
-            Err(_) => {
-                // ECHILD: no children now. Sleep until a spawn, or a while
-                // (orphans can be re-parented to us at any time).
-                let f = shared
-                    .spawned_flag
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let (mut f, _) = shared
-                    .spawned
-                    .wait_timeout_while(f, Duration::from_millis(500), |spawned| !*spawned)
-                    .unwrap_or_else(|e| e.into_inner());
-                *f = false;
+            None => {
+                ticker.tick().await;
+                drop_old_unclaimed(&registry);
             }
         }
     }
 }
 
-fn deliver(shared: &Shared, pid: i32, exit: Exit) {
-    let mut reg = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
-    match reg.waiting.remove(&pid) {
-        Some(tx) => {
-            let _ = tx.send(exit);
+/// Collects every exited child (SIGCHLDs coalesce: one may stand for many).
+fn reap_all(registry: &Mutex<Registry>) {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes only to `status`. __WALL: children of any
+        // clone flavour, as PID 1 must reap them all.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
+        if pid == 0 {
+            return; // children left, none exited
         }
-        None => {
-            debug!(pid, %exit, "reaped a process nobody waits for");
-            let now = Instant::now();
-            reg.unclaimed
-                .retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
-            reg.unclaimed.insert(pid, (exit, now));
+        if pid < 0 {
+            if nix::Error::last() == nix::Error::EINTR {
+                continue;
+            }
+            return; // ECHILD: no children at all
+        }
+        let Some(exit) = Exit::from_wait_status(status) else {
+            continue;
+        };
+        let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+        match reg.waiting.remove(&pid) {
+            Some(tx) => {
+                let _ = tx.send(exit);
+            }
+            None => {
+                debug!(pid, %exit, "reaped a process nobody waits for (yet)");
+                reg.unclaimed.insert(pid, (exit, Instant::now()));
+            }
         }
     }
+}
+
+fn drop_old_unclaimed(registry: &Mutex<Registry>) {
+    let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    reg.unclaimed.retain(|pid, (exit, at)| {
+        let keep = now.duration_since(*at) < UNCLAIMED_TTL;
+        if !keep {
+            debug!(pid, %exit, "orphan's exit never claimed; dropped");
+        }
+        keep
+    });
 }

@@ -80,12 +80,20 @@ pub enum Probe {
 }
 
 /// A periodic health check. Without one, a running service is healthy.
+///
+/// The first passing probe makes a service `Healthy`; `failure_threshold`
+/// consecutive failures make it `Unhealthy` (failures within `start_period`
+/// of the start do not count). An unhealthy service is reported, not
+/// restarted: its dependents keep running, and it turns healthy again when
+/// a probe passes.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
     pub probe: Probe,
     pub interval: Duration,
     pub timeout: Duration,
-    /// Consecutive failures before a healthy service turns unhealthy.
+    /// Time after start during which failures are not counted.
+    pub start_period: Option<Duration>,
+    /// Consecutive failures before a service turns unhealthy (at least 1).
     pub failure_threshold: u32,
 }
 
@@ -95,6 +103,7 @@ impl HealthCheck {
             probe,
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(2),
+            start_period: None,
             failure_threshold: 3,
         }
     }
@@ -103,10 +112,13 @@ impl HealthCheck {
 /// A service definition.
 #[derive(Debug, Clone)]
 pub struct ServiceSpec {
+    /// Also the name of its cgroup and log file: letters, digits, `-_.`.
     pub id: String,
     pub depends_on: Vec<String>,
     pub condition: Condition,
+    /// argv; `command[0]` is a path or a name looked up in `env`'s PATH.
     pub command: Vec<String>,
+    /// The whole environment of the process (nothing is inherited).
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub restart: RestartPolicy,
@@ -128,7 +140,7 @@ impl ServiceSpec {
             depends_on: Vec::new(),
             condition: Condition::Always,
             command: command.into_iter().map(Into::into).collect(),
-            env: vec![("PATH".into(), "/usr/bin:/sbin".into())],
+            env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
             cwd: None,
             restart: RestartPolicy::Always,
             backoff: Backoff::default(),
@@ -163,12 +175,24 @@ impl ServiceSpec {
         self
     }
 
+    pub fn stop_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
+        self.stop_signal = signal;
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
     }
 
+    /// Sets (or replaces) one environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
         self.env.push((key.into(), value.into()));
         self
     }
