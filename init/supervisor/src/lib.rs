@@ -312,14 +312,16 @@ impl Supervisor {
                 if svc.status().state == State::Stopped {
                     continue;
                 }
-                warn!(service = %svc.spec.id, "still running at the shutdown deadline: SIGKILL");
-                if let Some(pid) = svc.status().pid {
-                    kill_group(pid);
-                }
                 if let Some(root) = &self.inner.config.cgroup_root {
                     cgroup::kill_all(&root.join(&svc.spec.id));
                 }
-                report.killed.push(svc.spec.id.clone());
+                // Only a service with a process is killed; others are just
+                // told to stop (above).
+                if let Some(pid) = svc.status().pid {
+                    warn!(service = %svc.spec.id, pid, "still running at the shutdown deadline: SIGKILL");
+                    kill_group(pid);
+                    report.killed.push(svc.spec.id.clone());
+                }
             }
             // Let their tasks see the exits and clean up (bounded).
             let settle = async {
@@ -566,7 +568,8 @@ async fn run_service(inner: Arc<Inner>, svc: Arc<Service>) {
 }
 
 /// Reports an ended run (or failed start) and applies the restart policy:
-/// sleeps the backoff delay (cut short by a stop) or waits for a request.
+/// sleeps the backoff delay or waits for a request. Any request (stop,
+/// start, restart) ends either wait; the caller's loop then acts on it.
 async fn after_exit(
     inner: &Inner,
     svc: &Service,
@@ -575,6 +578,9 @@ async fn after_exit(
     what: String,
     success: bool,
 ) {
+    // Taken before the state is announced, so a request made on seeing it
+    // is not missed.
+    let generation = desired.borrow_and_update().generation;
     let restart = match svc.spec.restart {
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => !success,
@@ -587,7 +593,7 @@ async fn after_exit(
     };
     if !restart {
         set_state(inner, svc, state, format!("{what}; not restarted"), None);
-        wait_for_request(desired).await;
+        new_request(desired, generation).await;
         return;
     }
     let delay = svc.spec.backoff.delay(*streak);
@@ -604,10 +610,9 @@ async fn after_exit(
         format!("{what}; restart {n} in {} ms", delay.as_millis()),
         None,
     );
-    // A stop during the delay is handled at the loop's top.
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
-        _ = stop_requested(desired) => {}
+        _ = new_request(desired, generation) => {}
     }
 }
 
@@ -623,10 +628,16 @@ async fn stop_requested(desired: &mut watch::Receiver<Desired>) {
     }
 }
 
-/// Waits for any new request (start after finish, or stop).
-async fn wait_for_request(desired: &mut watch::Receiver<Desired>) {
-    desired.borrow_and_update();
-    let _ = desired.changed().await;
+/// Resolves once a request newer than `generation` was made.
+async fn new_request(desired: &mut watch::Receiver<Desired>, generation: u64) {
+    loop {
+        if desired.borrow_and_update().generation != generation {
+            return;
+        }
+        if desired.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Starts the service's process in its cgroup, output captured.

@@ -278,6 +278,20 @@ async fn crash_loop_neither_delays_shutdown_nor_starves_others() {
     }
     assert!(spins >= 5, "spin restarted only {spins} times");
     assert_eq!(s.status("worker").unwrap().state, State::Healthy);
+    // A start request cuts a backoff short.
+    let mut events = s.subscribe();
+    s.start("sleepy").unwrap();
+    let restarted = async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.service == "sleepy" && e.state == State::Starting {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), restarted)
+        .await
+        .expect("start did not cut the 60 s backoff short");
 
     let start = Instant::now();
     let report = s.shutdown(Duration::from_secs(20)).await;
@@ -645,4 +659,48 @@ async fn cgroup_cleanup_kills_leftovers() {
     assert!(!root.join("exits").exists(), "cgroup not removed");
     s.shutdown(Duration::from_secs(5)).await;
     std::fs::remove_dir(&root).unwrap();
+}
+
+/// What a service starts with: stdin at EOF (/dev/null), its own session,
+/// exactly the spec's environment, the spec's working directory, and
+/// default signal dispositions (Rust ignores SIGPIPE; services must not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_start_in_a_clean_process_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = supervisor(SupervisorConfig::default());
+    let probe = sh(
+        "context",
+        "read x; echo read=$?; echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; \
+         echo cwd=$(pwd); env | sort | tr '\\n' ' '; echo; \
+         grep SigIgn /proc/$$/status",
+    )
+    .env("GREETING", "hello")
+    .cwd(dir.path())
+    .restart(RestartPolicy::Never);
+    s.load(vec![probe]).await.unwrap();
+    wait_state(&s, "context", State::Finished, Duration::from_secs(10)).await;
+    eventually("output read", Duration::from_secs(5), || {
+        s.logs("context").unwrap().len() >= 5
+    })
+    .await;
+    let logs = s.logs("context").unwrap();
+    assert_eq!(logs[0], "read=1", "{logs:?}");
+    let ids: Vec<&str> = logs[1].split(' ').collect();
+    assert_eq!(
+        ids[0].trim_start_matches("sid="),
+        ids[1].trim_start_matches("pid="),
+        "{logs:?}"
+    );
+    assert_eq!(logs[2], format!("cwd={}", dir.path().display()));
+    // sh adds PWD (and may add SHLVL, _); nothing comes from the test process.
+    let vars: Vec<&str> = logs[3]
+        .split_whitespace()
+        .filter(|v| !v.starts_with("PWD=") && !v.starts_with("SHLVL=") && !v.starts_with("_="))
+        .collect();
+    assert_eq!(vars, ["GREETING=hello", "PATH=/usr/bin:/bin"], "{logs:?}");
+    // This test process ignores SIGPIPE (bit 12); only glibc's reserved
+    // signals 32 and 33 (bits 31, 32), which glibc itself manages and
+    // sigaction cannot touch, may stay as inherited.
+    let ignored = u64::from_str_radix(logs[4].trim_start_matches("SigIgn:\t"), 16).unwrap();
+    assert_eq!(ignored & !(0b11 << 31), 0, "{logs:?}");
 }
