@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::{Kmod, Loader};
 
@@ -18,10 +18,20 @@ pub struct ColdplugReport {
     pub matched: usize,
     /// Modules inserted (dependencies included), in order.
     pub loaded: Vec<String>,
-    /// Matching modules that were already present.
+    /// Modules that matched (or that matching modules need) and were already
+    /// present before coldplug, each once.
     pub already_present: Vec<String>,
     /// Modules that failed, with the reason.
     pub failed: Vec<(String, String)>,
+}
+
+impl ColdplugReport {
+    /// Modules loaded by an earlier driver of this coldplug are not news.
+    fn note_present(&mut self, module: String) {
+        if !self.loaded.contains(&module) && !self.already_present.contains(&module) {
+            self.already_present.push(module);
+        }
+    }
 }
 
 impl<L: Loader> Kmod<L> {
@@ -31,7 +41,7 @@ impl<L: Loader> Kmod<L> {
     pub fn coldplug_until_stable(&mut self, sys: &Path, max_rounds: usize) -> ColdplugReport {
         let mut report = ColdplugReport::default();
         let mut seen = BTreeSet::new();
-        for _ in 0..max_rounds {
+        for round in 1..=max_rounds {
             let mut aliases = BTreeSet::new();
             collect_modaliases(&sys.join("devices"), &mut aliases);
             let fresh: Vec<String> = aliases.difference(&seen).cloned().collect();
@@ -39,7 +49,14 @@ impl<L: Loader> Kmod<L> {
                 break;
             }
             seen.extend(fresh.iter().cloned());
+            let before = report.loaded.len();
             self.coldplug_aliases(&fresh, &mut report);
+            info!(
+                round,
+                new_devices = fresh.len(),
+                inserted = report.loaded.len() - before,
+                "coldplug round"
+            );
         }
         report.devices = seen.len();
         report
@@ -65,14 +82,20 @@ impl<L: Loader> Kmod<L> {
         }
         for module in wanted {
             if self.is_loaded(&module) {
+                report.note_present(module);
                 continue;
             }
             match self.load(&module) {
                 Ok(r) => {
                     report.loaded.extend(r.inserted);
-                    report.already_present.extend(r.already_present);
+                    for m in r.already_present {
+                        report.note_present(m);
+                    }
                 }
-                Err(e) => report.failed.push((module, e.to_string())),
+                Err(e) => {
+                    warn!(module = %module, "coldplug: cannot load: {e}");
+                    report.failed.push((module, e.to_string()));
+                }
             }
         }
     }
@@ -81,8 +104,12 @@ impl<L: Loader> Kmod<L> {
 /// Every `modalias` file's contents below `dir`. Symlinks are not followed:
 /// sysfs is full of them, and of loops.
 fn collect_modaliases(dir: &Path, out: &mut BTreeSet<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            debug!(path = %dir.display(), "unreadable directory: {e}");
+            return;
+        }
     };
     for entry in entries.flatten() {
         let Ok(kind) = entry.file_type() else {

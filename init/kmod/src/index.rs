@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use tracing::debug;
+
 use crate::Error;
 
 /// One module to insert, in load order.
@@ -15,14 +17,26 @@ pub struct ModuleFile {
     pub soft: bool,
 }
 
+/// One line of `modules.dep`.
+#[derive(Debug)]
+struct Entry {
+    /// Relative to the index directory, as depmod writes it.
+    path: String,
+    /// Hard dependencies, by name.
+    deps: Vec<String>,
+}
+
 /// The parsed index of one `lib/modules/<kver>` directory.
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
     dir: PathBuf,
-    /// name → (path relative to `dir`, hard dependencies by name)
-    deps: BTreeMap<String, (String, Vec<String>)>,
-    /// (pattern, module) in file order
+    modules: BTreeMap<String, Entry>,
+    /// (pattern, module) in file order.
     aliases: Vec<(String, String)>,
+    /// Literal prefix of each pattern (up to its first wildcard) → indexes
+    /// into `aliases`, so a lookup runs fnmatch on a few candidates instead of
+    /// on all ~26,000 patterns of a distribution kernel.
+    alias_prefixes: BTreeMap<Vec<u8>, Vec<usize>>,
     /// name → (pre, post) soft dependencies (names or aliases)
     softdeps: BTreeMap<String, (Vec<String>, Vec<String>)>,
     builtin: BTreeSet<String>,
@@ -40,6 +54,16 @@ fn name_of(path: &str) -> String {
     normalize(stem)
 }
 
+/// The start of an fnmatch pattern that must match literally.
+fn literal_prefix(pattern: &str) -> &[u8] {
+    let bytes = pattern.as_bytes();
+    let end = bytes
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
 impl ModuleIndex {
     /// Reads the index in `dir`. `modules.dep` is required; the others are
     /// optional (a kernel may have no aliases or soft dependencies).
@@ -48,7 +72,10 @@ impl ModuleIndex {
             let path = dir.join(name);
             match std::fs::read_to_string(&path) {
                 Ok(s) => Ok(Some((path, s))),
-                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                    debug!(path = %path.display(), "optional module index file absent");
+                    Ok(None)
+                }
                 Err(source) => Err(Error::Read { path, source }),
             }
         };
@@ -63,17 +90,33 @@ impl ModuleIndex {
                     line: n,
                     problem: "expected `module.ko: dependencies…`".into(),
                 })?;
+                let module = module.trim();
+                if module.is_empty() {
+                    return Err(Error::Parse {
+                        path,
+                        line: n,
+                        problem: "empty module path before `:`".into(),
+                    });
+                }
                 let deps = rest.split_whitespace().map(name_of).collect();
-                index
-                    .deps
-                    .insert(name_of(module), (module.to_string(), deps));
+                let entry = Entry {
+                    path: module.to_string(),
+                    deps,
+                };
+                index.modules.insert(name_of(module), entry);
             }
         }
         if let Some((path, text)) = read("modules.alias", false)? {
             for (n, line) in lines(&text) {
                 match line.split_whitespace().collect::<Vec<_>>().as_slice() {
                     ["alias", pattern, module] => {
-                        index.aliases.push((pattern.to_string(), normalize(module)))
+                        let i = index.aliases.len();
+                        index.aliases.push((pattern.to_string(), normalize(module)));
+                        index
+                            .alias_prefixes
+                            .entry(literal_prefix(pattern).to_vec())
+                            .or_default()
+                            .push(i);
                     }
                     _ => {
                         return Err(Error::Parse {
@@ -96,13 +139,17 @@ impl ModuleIndex {
                     });
                 };
                 let entry = index.softdeps.entry(normalize(module)).or_default();
-                let mut post = false;
+                // As in libkmod, names before any `pre:`/`post:` are ignored
+                // (Debian's cifs has `softdep cifs gcm`).
+                let mut list: Option<&mut Vec<String>> = None;
                 for w in words {
                     match w {
-                        "pre:" => post = false,
-                        "post:" => post = true,
-                        w if post => entry.1.push(w.to_string()),
-                        w => entry.0.push(w.to_string()),
+                        "pre:" => list = Some(&mut entry.0),
+                        "post:" => list = Some(&mut entry.1),
+                        w => match list.as_deref_mut() {
+                            Some(l) => l.push(w.to_string()),
+                            None => debug!(module, ignored = w, "softdep name without pre:/post:"),
+                        },
                     }
                 }
             }
@@ -110,12 +157,19 @@ impl ModuleIndex {
         if let Some((_, text)) = read("modules.builtin", false)? {
             index.builtin = lines(&text).map(|(_, l)| name_of(l)).collect();
         }
+        debug!(
+            dir = %dir.display(),
+            modules = index.modules.len(),
+            aliases = index.aliases.len(),
+            builtin = index.builtin.len(),
+            "module index loaded"
+        );
         Ok(index)
     }
 
     /// Whether `name` is a module file in this index.
     pub fn contains(&self, name: &str) -> bool {
-        self.deps.contains_key(&normalize(name))
+        self.modules.contains_key(&normalize(name))
     }
 
     /// Whether `name` is built into the kernel.
@@ -125,9 +179,17 @@ impl ModuleIndex {
 
     /// Modules whose alias patterns match `modalias`, each once, in index order.
     pub fn match_alias(&self, modalias: &str) -> Vec<String> {
+        let text = modalias.as_bytes();
+        let mut candidates: Vec<usize> = (0..=text.len())
+            .filter_map(|len| self.alias_prefixes.get(&text[..len]))
+            .flatten()
+            .copied()
+            .collect();
+        candidates.sort_unstable();
         let mut out: Vec<String> = Vec::new();
-        for (pattern, module) in &self.aliases {
-            if fnmatch(pattern.as_bytes(), modalias.as_bytes()) && !out.contains(module) {
+        for i in candidates {
+            let (pattern, module) = &self.aliases[i];
+            if fnmatch(pattern.as_bytes(), text) && !out.contains(module) {
                 out.push(module.clone());
             }
         }
@@ -137,13 +199,14 @@ impl ModuleIndex {
     /// The files to insert for `name`, in order: soft pre-dependencies, hard
     /// dependencies (depth first), the module, soft post-dependencies. Each
     /// module appears once; a built-in module needs nothing. `name` may be an
-    /// alias (`crc32c`, `fs-vfat`).
+    /// alias (`crc32c`, `fs-vfat`). A hard dependency missing from
+    /// `modules.dep` is an error; a soft one is skipped.
     pub fn resolve(&self, requested: &str) -> Result<Vec<ModuleFile>, Error> {
         let name = normalize(requested);
         if self.is_builtin(&name) {
             return Ok(Vec::new());
         }
-        let roots: Vec<String> = if self.deps.contains_key(&name) {
+        let roots: Vec<String> = if self.modules.contains_key(&name) {
             vec![name.clone()]
         } else {
             // Aliases keep their dashes: match the name as given.
@@ -153,53 +216,112 @@ impl ModuleIndex {
             }
             by_alias
         };
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut walk = Walk::default();
         for root in roots {
-            self.visit(&root, false, &mut seen, &mut out);
+            self.visit(&root, false, &mut walk)
+                .map_err(|(needed_by, dependency)| Error::MissingDependency {
+                    module: name.clone(),
+                    needed_by,
+                    dependency,
+                })?;
         }
-        Ok(out)
+        Ok(walk.out)
     }
 
-    fn visit(
-        &self,
-        name: &str,
-        soft: bool,
-        seen: &mut BTreeSet<String>,
-        out: &mut Vec<ModuleFile>,
-    ) {
-        if self.is_builtin(name) || !seen.insert(name.to_string()) {
-            return;
+    /// Depth-first: soft pre, hard dependencies, the module, soft post.
+    /// Marks a module seen on entry, so a dependency cycle ends. Fails with
+    /// (module, missing dependency).
+    fn visit(&self, name: &str, soft: bool, walk: &mut Walk) -> Result<(), (String, String)> {
+        if self.is_builtin(name) {
+            return Ok(());
         }
-        let Some((path, deps)) = self.deps.get(name) else {
-            return;
+        if !walk.seen.insert(name.to_string()) {
+            if !soft {
+                self.harden(name, &mut walk.out);
+            }
+            return Ok(());
+        }
+        let Some(entry) = self.modules.get(name) else {
+            // Callers only pass names from `modules` or from modules.dep
+            // dependency lists, which are checked before the call.
+            return Ok(());
         };
         let (pre, post) = self.softdeps.get(name).cloned().unwrap_or_default();
         for p in pre.iter().flat_map(|p| self.names_for(p)) {
-            self.visit(&p, true, seen, out);
+            self.visit_soft(&p, walk);
         }
-        for d in deps {
-            self.visit(d, soft, seen, out);
+        for d in &entry.deps {
+            if !self.modules.contains_key(d) && !self.is_builtin(d) {
+                return Err((name.to_string(), d.clone()));
+            }
+            self.visit(d, soft, walk)?;
         }
-        out.push(ModuleFile {
+        walk.out.push(ModuleFile {
             name: name.to_string(),
-            path: self.dir.join(path),
+            path: self.dir.join(&entry.path),
             soft,
         });
         for p in post.iter().flat_map(|p| self.names_for(p)) {
-            self.visit(&p, true, seen, out);
+            self.visit_soft(&p, walk);
+        }
+        Ok(())
+    }
+
+    /// A soft dependency whose own dependencies are missing is left out
+    /// whole, so none of its half-resolved dependencies are loaded either.
+    fn visit_soft(&self, name: &str, walk: &mut Walk) {
+        let mut trial = Walk {
+            seen: walk.seen.clone(),
+            out: Vec::new(),
+        };
+        match self.visit(name, true, &mut trial) {
+            Ok(()) => {
+                walk.seen = trial.seen;
+                walk.out.extend(trial.out);
+            }
+            Err((needed_by, dependency)) => {
+                debug!(
+                    softdep = name,
+                    needed_by, dependency, "soft dependency skipped: missing dependency"
+                );
+            }
+        }
+    }
+
+    /// A module first reached through a soft dependency turned out to be
+    /// required: it and its dependencies must load.
+    fn harden(&self, name: &str, out: &mut [ModuleFile]) {
+        let Some(m) = out.iter_mut().find(|m| m.name == name && m.soft) else {
+            return;
+        };
+        m.soft = false;
+        if let Some(entry) = self.modules.get(name) {
+            for d in &entry.deps {
+                self.harden(d, out);
+            }
         }
     }
 
     /// A soft dependency may name a module or an alias.
     fn names_for(&self, name: &str) -> Vec<String> {
         let n = normalize(name);
-        if self.deps.contains_key(&n) || self.is_builtin(&n) {
+        if self.modules.contains_key(&n) || self.is_builtin(&n) {
             vec![n]
         } else {
-            self.match_alias(name)
+            let found = self.match_alias(name);
+            if found.is_empty() {
+                debug!(softdep = name, "soft dependency names no module; skipped");
+            }
+            found
         }
     }
+}
+
+/// State of one resolution: modules entered so far, and the load order.
+#[derive(Default)]
+struct Walk {
+    seen: BTreeSet<String>,
+    out: Vec<ModuleFile>,
 }
 
 /// Non-empty, non-comment lines with their 1-based numbers.
@@ -211,7 +333,7 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// Shell-style matching as modules.alias uses it: `*`, `?`, `[abc]`, `[a-z]`,
-/// `[!x]`.
+/// `[!x]`, `\x`.
 pub(crate) fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -225,6 +347,12 @@ pub(crate) fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
                 }
                 b'?' => {
                     p += 1;
+                    t += 1;
+                    continue;
+                }
+                // fnmatch without FNM_NOESCAPE, as libkmod calls it.
+                b'\\' if pattern.get(p + 1) == Some(&text[t]) => {
+                    p += 2;
                     t += 1;
                     continue;
                 }
@@ -303,16 +431,31 @@ mod tests {
              kernel/crypto/crc32c_generic.ko:\n\
              kernel/drivers/block/virtio_blk.ko:\n\
              kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:\n\
-             kernel/a.ko: kernel/b.ko\nkernel/b.ko: kernel/a.ko\n",
+             kernel/a.ko: kernel/b.ko\nkernel/b.ko: kernel/a.ko\n\
+             kernel/broken.ko: kernel/gone.ko\n\
+             kernel/wants_broken.ko:\n\
+             kernel/ipmi_msghandler.ko:\nkernel/ipmi_devintf.ko: kernel/ipmi_msghandler.ko\n\
+             kernel/button.ko:\n\
+             kernel/hw.ko: kernel/helperlib.ko kernel/helper.ko\n\
+             kernel/helper.ko: kernel/helperlib.ko\nkernel/helperlib.ko:\n",
         );
         w(
             "modules.alias",
             "# Aliases extracted from modules themselves.\n\
              alias crypto-crc32c crc32c_generic\nalias crc32c crc32c_generic\n\
              alias virtio:d00000002v* virtio_blk\n\
-             alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n",
+             alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n\
+             alias acpi*:PNP0C0C:* button\n\
+             alias pci:v00008086d*sv*sd*bc02sc80i* e1000e\n",
         );
-        w("modules.softdep", "softdep ext4 pre: crc32c\n");
+        w(
+            "modules.softdep",
+            "softdep ext4 pre: crc32c\n\
+             softdep ipmi_msghandler post: ipmi_devintf\n\
+             softdep cifs gcm\n\
+             softdep wants_broken pre: broken nonexistent platform:nothing\n\
+             softdep hw pre: helper\n",
+        );
         w(
             "modules.builtin",
             "kernel/fs/mbcache.ko\nkernel/drivers/virtio/virtio.ko\n",
@@ -395,5 +538,68 @@ mod tests {
         std::fs::write(dir.path().join("modules.alias"), "alias onlytwo\n").unwrap();
         let err = ModuleIndex::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("modules.alias:1"), "{err}");
+    }
+
+    fn names(order: &[ModuleFile]) -> Vec<(&str, bool)> {
+        order.iter().map(|m| (m.name.as_str(), m.soft)).collect()
+    }
+
+    #[test]
+    fn post_softdeps_come_after_and_unlabelled_names_are_ignored() {
+        let (_dir, index) = fixture();
+        assert_eq!(
+            names(&index.resolve("ipmi_msghandler").unwrap()),
+            [("ipmi_msghandler", false), ("ipmi_devintf", true)]
+        );
+        assert_eq!(index.softdeps["cifs"], (vec![], vec![]));
+    }
+
+    #[test]
+    fn missing_hard_dependency_is_named_and_soft_one_is_skipped() {
+        let (_dir, index) = fixture();
+        match index.resolve("broken") {
+            Err(Error::MissingDependency {
+                module,
+                needed_by,
+                dependency,
+            }) => {
+                assert_eq!((module.as_str(), needed_by.as_str()), ("broken", "broken"));
+                assert_eq!(dependency, "gone");
+            }
+            other => panic!("expected a missing dependency, got {other:?}"),
+        }
+        // Softdeps on a broken module, an unknown name and an unmatched
+        // alias leave only the module itself.
+        assert_eq!(
+            names(&index.resolve("wants_broken").unwrap()),
+            [("wants_broken", false)]
+        );
+    }
+
+    #[test]
+    fn a_soft_module_that_is_also_required_becomes_hard() {
+        let (_dir, index) = fixture();
+        // hw's softdep reaches helper (and its helperlib) first; hw then
+        // needs both hard, so a failure to load them must not be ignored.
+        assert_eq!(
+            names(&index.resolve("hw").unwrap()),
+            [("helperlib", false), ("helper", false), ("hw", false)]
+        );
+    }
+
+    #[test]
+    fn leading_wildcards_and_escapes_match() {
+        let (_dir, index) = fixture();
+        assert_eq!(index.match_alias("acpi:PNP0C0C:"), ["button"]);
+        assert_eq!(index.match_alias("acpiX:PNP0C0C:foo"), ["button"]);
+        // Two patterns for one module count once.
+        assert_eq!(
+            index.match_alias("pci:v00008086d000010D3sv0sd0bc02sc80i00"),
+            ["e1000e"]
+        );
+        assert!(fnmatch(b"a\\*b", b"a*b"));
+        assert!(!fnmatch(b"a\\*b", b"axb"));
+        assert_eq!(literal_prefix("acpi*:X"), b"acpi");
+        assert_eq!(literal_prefix("virtio:d00000002v*"), b"virtio:d00000002v");
     }
 }

@@ -15,9 +15,9 @@ pub use index::{ModuleFile, ModuleIndex};
 pub use loader::{KernelLoader, LoadError, Loader};
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// What can go wrong finding or loading modules.
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +33,23 @@ pub enum Error {
         line: usize,
         problem: String,
     },
-    #[error("unknown module {0:?}")]
+    #[error("unknown module {0:?}: not in modules.dep, modules.builtin or modules.alias")]
     UnknownModule(String),
-    #[error("module {module}: cannot load {file}: {source}")]
+    /// `modules.dep` names a dependency it has no line for.
+    #[error(
+        "module {module}: {needed_by} depends on {dependency}, which modules.dep does not list"
+    )]
+    MissingDependency {
+        module: String,
+        needed_by: String,
+        dependency: String,
+    },
+    /// The kernel refused `dependency` (which is `module` itself when the
+    /// module's own file failed).
+    #[error("module {module}: cannot load {dependency} ({}): {source}", file.display())]
     Load {
         module: String,
+        dependency: String,
         file: PathBuf,
         source: LoadError,
     },
@@ -48,7 +60,8 @@ pub enum Error {
 pub struct LoadReport {
     /// Modules inserted by this call, in order.
     pub inserted: Vec<String>,
-    /// Modules that were already present (loaded before, or built in).
+    /// Modules of the chain that were already present: loaded before (by
+    /// this process, by someone else, or at boot) or built in.
     pub already_present: Vec<String>,
 }
 
@@ -59,17 +72,30 @@ pub struct Kmod<L: Loader> {
     loaded: BTreeSet<String>,
 }
 
+/// Where the kernel lists its loaded modules.
+const PROC_MODULES: &str = "/proc/modules";
+
 impl<L: Loader> Kmod<L> {
     /// Starts with the modules listed in `/proc/modules` as loaded.
     pub fn new(index: ModuleIndex, loader: L) -> Self {
-        let loaded = std::fs::read_to_string("/proc/modules")
-            .map(|s| {
-                s.lines()
-                    .filter_map(|l| l.split_whitespace().next())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        Self::with_proc_modules(index, loader, Path::new(PROC_MODULES))
+    }
+
+    /// Starts with the modules listed in `proc_modules` (the format of
+    /// `/proc/modules`) as loaded; an absent or unreadable file means none
+    /// (a kernel without module support has no `/proc/modules`).
+    pub fn with_proc_modules(index: ModuleIndex, loader: L, proc_modules: &Path) -> Self {
+        let loaded: BTreeSet<String> = match std::fs::read_to_string(proc_modules) {
+            Ok(s) => s
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(index::normalize)
+                .collect(),
+            Err(e) => {
+                debug!(path = %proc_modules.display(), "no loaded-module list: {e}");
+                BTreeSet::new()
+            }
+        };
         Self {
             index,
             loader,
@@ -87,28 +113,37 @@ impl<L: Loader> Kmod<L> {
         self.loaded.contains(&name) || self.index.is_builtin(&name)
     }
 
-    /// Loads `name` after its soft pre-dependencies and dependencies, and its
-    /// soft post-dependencies after it. A module the kernel already has is
-    /// not an error. A soft dependency that fails is logged, not fatal.
+    /// Loads `name` (a module or an alias) after its soft pre-dependencies
+    /// and dependencies, and its soft post-dependencies after it. A module
+    /// the kernel already has is not an error. A soft dependency that fails
+    /// is logged, not fatal; a hard one stops the load with an error naming
+    /// both modules.
     pub fn load(&mut self, name: &str) -> Result<LoadReport, Error> {
+        let module = index::normalize(name);
         let mut report = LoadReport::default();
+        if self.index.is_builtin(&module) {
+            report.already_present.push(module);
+            return Ok(report);
+        }
         for step in self.index.resolve(name)? {
             if self.loaded.contains(&step.name) {
-                if step.name == index::normalize(name) {
-                    report.already_present.push(step.name.clone());
-                }
+                report.already_present.push(step.name);
                 continue;
             }
             match self.loader.load_module(&step.path, "") {
-                Ok(()) => report.inserted.push(step.name.clone()),
+                Ok(()) => {
+                    debug!(module = %step.name, path = %step.path.display(), "module inserted");
+                    report.inserted.push(step.name.clone());
+                }
                 Err(LoadError::AlreadyLoaded) => report.already_present.push(step.name.clone()),
                 Err(source) if step.soft => {
-                    debug!(module = %step.name, "soft dependency not loaded: {source}");
+                    warn!(module = %module, softdep = %step.name, "soft dependency not loaded: {source}");
                     continue;
                 }
                 Err(source) => {
                     return Err(Error::Load {
-                        module: index::normalize(name),
+                        module,
+                        dependency: step.name,
                         file: step.path,
                         source,
                     })

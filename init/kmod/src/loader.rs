@@ -36,11 +36,10 @@ impl Loader for KernelLoader {
     fn load_module(&self, path: &Path, params: &str) -> Result<(), LoadError> {
         let file = File::open(path).map_err(LoadError::Open)?;
         let params = CString::new(params).map_err(|_| LoadError::BadParams)?;
-        let name = path.to_string_lossy();
-        let flags = if name.ends_with(".ko") {
-            0
-        } else {
+        let flags = if is_compressed(path) {
             MODULE_INIT_COMPRESSED_FILE
+        } else {
+            0
         };
         // SAFETY: finit_module takes an open fd, a NUL-terminated string that
         // outlives the call, and flags; it does not keep the pointer.
@@ -61,5 +60,28 @@ impl Loader for KernelLoader {
         } else {
             Err(LoadError::Kernel(err))
         }
+    }
+}
+
+/// Compressed modules as depmod names them; the kernel (5.17+) inflates
+/// them itself when asked to.
+fn is_compressed(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    [".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_suffixes() {
+        assert!(is_compressed(Path::new("kernel/a/b.ko.xz")));
+        assert!(is_compressed(Path::new("b.ko.zst")));
+        assert!(is_compressed(Path::new("b.ko.gz")));
+        assert!(!is_compressed(Path::new("kernel/a/b.ko")));
+        assert!(!is_compressed(Path::new("kernel/a/b.xz")));
     }
 }
