@@ -54,6 +54,24 @@ fn name_of(path: &str) -> String {
     normalize(stem)
 }
 
+/// Aliases compare with `-` and `_` alike too, except inside `[...]`: libkmod
+/// normalises both the patterns (depmod's `modules.alias.bin`) and the
+/// name looked up, so `platform:gpio_keys_polled` finds
+/// `alias platform:gpio-keys-polled gpio_keys_polled`.
+pub(crate) fn normalize_alias(alias: &str) -> String {
+    let mut out = String::with_capacity(alias.len());
+    let mut in_class = false;
+    for c in alias.chars() {
+        match c {
+            '[' => in_class = true,
+            ']' => in_class = false,
+            _ => {}
+        }
+        out.push(if c == '-' && !in_class { '_' } else { c });
+    }
+    out
+}
+
 /// The start of an fnmatch pattern that must match literally.
 fn literal_prefix(pattern: &str) -> &[u8] {
     let bytes = pattern.as_bytes();
@@ -111,12 +129,13 @@ impl ModuleIndex {
                 match line.split_whitespace().collect::<Vec<_>>().as_slice() {
                     ["alias", pattern, module] => {
                         let i = index.aliases.len();
-                        index.aliases.push((pattern.to_string(), normalize(module)));
+                        let pattern = normalize_alias(pattern);
                         index
                             .alias_prefixes
-                            .entry(literal_prefix(pattern).to_vec())
+                            .entry(literal_prefix(&pattern).to_vec())
                             .or_default()
                             .push(i);
+                        index.aliases.push((pattern, normalize(module)));
                     }
                     _ => {
                         return Err(Error::Parse {
@@ -179,6 +198,7 @@ impl ModuleIndex {
 
     /// Modules whose alias patterns match `modalias`, each once, in index order.
     pub fn match_alias(&self, modalias: &str) -> Vec<String> {
+        let modalias = normalize_alias(modalias);
         let text = modalias.as_bytes();
         let mut candidates: Vec<usize> = (0..=text.len())
             .filter_map(|len| self.alias_prefixes.get(&text[..len]))
@@ -203,19 +223,14 @@ impl ModuleIndex {
     /// `modules.dep` is an error; a soft one is skipped.
     pub fn resolve(&self, requested: &str) -> Result<Vec<ModuleFile>, Error> {
         let name = normalize(requested);
-        if self.is_builtin(&name) {
-            return Ok(Vec::new());
+        let roots = self.names_for(requested);
+        if roots.is_empty() {
+            return if self.is_builtin(&name) {
+                Ok(Vec::new())
+            } else {
+                Err(Error::UnknownModule(name))
+            };
         }
-        let roots: Vec<String> = if self.modules.contains_key(&name) {
-            vec![name.clone()]
-        } else {
-            // Aliases keep their dashes: match the name as given.
-            let by_alias = self.match_alias(requested);
-            if by_alias.is_empty() {
-                return Err(Error::UnknownModule(name));
-            }
-            by_alias
-        };
         let mut walk = Walk::default();
         for root in roots {
             self.visit(&root, false, &mut walk)
@@ -247,7 +262,7 @@ impl ModuleIndex {
             return Ok(());
         };
         let (pre, post) = self.softdeps.get(name).cloned().unwrap_or_default();
-        for p in pre.iter().flat_map(|p| self.names_for(p)) {
+        for p in pre.iter().flat_map(|p| self.soft_names(p)) {
             self.visit_soft(&p, walk);
         }
         for d in &entry.deps {
@@ -261,10 +276,18 @@ impl ModuleIndex {
             path: self.dir.join(&entry.path),
             soft,
         });
-        for p in post.iter().flat_map(|p| self.names_for(p)) {
+        for p in post.iter().flat_map(|p| self.soft_names(p)) {
             self.visit_soft(&p, walk);
         }
         Ok(())
+    }
+
+    fn soft_names(&self, softdep: &str) -> Vec<String> {
+        let found = self.names_for(softdep);
+        if found.is_empty() && !self.is_builtin(softdep) {
+            debug!(softdep, "soft dependency names no module; skipped");
+        }
+        found
     }
 
     /// A soft dependency whose own dependencies are missing is left out
@@ -302,17 +325,16 @@ impl ModuleIndex {
         }
     }
 
-    /// A soft dependency may name a module or an alias.
+    /// The module files a name stands for, looked up as libkmod does: a
+    /// module in `modules.dep`, else an alias, else nothing (a built-in module, or an unknown name).
+    /// `crc32` is both a built-in library and an alias of the crc32 crypto
+    /// drivers; modprobe loads the drivers, and so does this.
     fn names_for(&self, name: &str) -> Vec<String> {
         let n = normalize(name);
-        if self.modules.contains_key(&n) || self.is_builtin(&n) {
+        if self.modules.contains_key(&n) {
             vec![n]
         } else {
-            let found = self.match_alias(name);
-            if found.is_empty() {
-                debug!(softdep = name, "soft dependency names no module; skipped");
-            }
-            found
+            self.match_alias(name)
         }
     }
 }
@@ -435,7 +457,7 @@ mod tests {
              kernel/broken.ko: kernel/gone.ko\n\
              kernel/wants_broken.ko:\n\
              kernel/ipmi_msghandler.ko:\nkernel/ipmi_devintf.ko: kernel/ipmi_msghandler.ko\n\
-             kernel/button.ko:\n\
+             kernel/button.ko:\nkernel/gpio_keys.ko:\n\
              kernel/hw.ko: kernel/helperlib.ko kernel/helper.ko\n\
              kernel/helper.ko: kernel/helperlib.ko\nkernel/helperlib.ko:\n",
         );
@@ -446,6 +468,7 @@ mod tests {
              alias virtio:d00000002v* virtio_blk\n\
              alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n\
              alias acpi*:PNP0C0C:* button\n\
+             alias platform:gpio-keys gpio_keys\n\
              alias pci:v00008086d*sv*sd*bc02sc80i* e1000e\n",
         );
         w(
@@ -600,6 +623,12 @@ mod tests {
         assert!(fnmatch(b"a\\*b", b"a*b"));
         assert!(!fnmatch(b"a\\*b", b"axb"));
         assert_eq!(literal_prefix("acpi*:X"), b"acpi");
+        assert_eq!(
+            normalize_alias("of:N*T*Cgpio-keys[-_]x-"),
+            "of:N*T*Cgpio_keys[-_]x_"
+        );
+        assert_eq!(index.match_alias("platform:gpio-keys"), ["gpio_keys"]);
+        assert_eq!(index.match_alias("platform:gpio_keys"), ["gpio_keys"]);
         assert_eq!(literal_prefix("virtio:d00000002v*"), b"virtio:d00000002v");
     }
 }

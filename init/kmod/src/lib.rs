@@ -121,11 +121,13 @@ impl<L: Loader> Kmod<L> {
     pub fn load(&mut self, name: &str) -> Result<LoadReport, Error> {
         let module = index::normalize(name);
         let mut report = LoadReport::default();
-        if self.index.is_builtin(&module) {
+        let steps = self.index.resolve(name)?;
+        if steps.is_empty() {
+            // Only a built-in module resolves to nothing.
             report.already_present.push(module);
             return Ok(report);
         }
-        for step in self.index.resolve(name)? {
+        for step in steps {
             if self.loaded.contains(&step.name) {
                 report.already_present.push(step.name);
                 continue;
