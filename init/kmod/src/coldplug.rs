@@ -14,7 +14,7 @@ use crate::{Kmod, Loader};
 pub struct ColdplugReport {
     /// Distinct modaliases seen.
     pub devices: usize,
-    /// Modaliases that matched at least one module.
+    /// Modaliases that matched at least one module (built-in ones included).
     pub matched: usize,
     /// Modules inserted (dependencies included), in order.
     pub loaded: Vec<String>,
@@ -71,9 +71,16 @@ impl<L: Loader> Kmod<L> {
         let mut wanted: Vec<String> = Vec::new();
         for alias in aliases {
             let modules = self.index.match_alias(alias);
-            if !modules.is_empty() {
-                report.matched += 1;
+            if modules.is_empty() {
+                // A built-in driver: nothing to load.
+                let builtin = self.index.match_builtin_alias(alias);
+                report.matched += usize::from(!builtin.is_empty());
+                for m in builtin {
+                    report.note_present(m);
+                }
+                continue;
             }
+            report.matched += 1;
             for m in modules {
                 if !wanted.contains(&m) {
                     wanted.push(m);

@@ -40,6 +40,9 @@ pub struct ModuleIndex {
     /// name → (pre, post) soft dependencies (names or aliases)
     softdeps: BTreeMap<String, (Vec<String>, Vec<String>)>,
     builtin: BTreeSet<String>,
+    /// (pattern, module) aliases of built-in modules, from
+    /// `modules.builtin.modinfo` (`ipv6.alias=net-pf-10`).
+    builtin_aliases: Vec<(String, String)>,
 }
 
 /// Module names treat `-` and `_` alike; the kernel uses `_`.
@@ -70,6 +73,21 @@ pub(crate) fn normalize_alias(alias: &str) -> String {
         out.push(if c == '-' && !in_class { '_' } else { c });
     }
     out
+}
+
+/// `module.alias=pattern` records of the NUL-separated
+/// `modules.builtin.modinfo`; other keys (license, description, parameters)
+/// are of no use here.
+fn builtin_aliases(modinfo: &[u8]) -> Vec<(String, String)> {
+    modinfo
+        .split(|&b| b == 0)
+        .filter_map(|record| std::str::from_utf8(record).ok())
+        .filter_map(|record| {
+            let (key, pattern) = record.split_once('=')?;
+            let module = key.strip_suffix(".alias")?;
+            Some((normalize_alias(pattern), normalize(module)))
+        })
+        .collect()
 }
 
 /// The start of an fnmatch pattern that must match literally.
@@ -176,6 +194,17 @@ impl ModuleIndex {
         if let Some((_, text)) = read("modules.builtin", false)? {
             index.builtin = lines(&text).map(|(_, l)| name_of(l)).collect();
         }
+        let modinfo = dir.join("modules.builtin.modinfo");
+        match std::fs::read(&modinfo) {
+            Ok(bytes) => index.builtin_aliases = builtin_aliases(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Read {
+                    path: modinfo,
+                    source,
+                })
+            }
+        }
         debug!(
             dir = %dir.display(),
             modules = index.modules.len(),
@@ -189,6 +218,11 @@ impl ModuleIndex {
     /// Whether `name` is a module file in this index.
     pub fn contains(&self, name: &str) -> bool {
         self.modules.contains_key(&normalize(name))
+    }
+
+    /// The hard dependencies `modules.dep` lists for `name`.
+    pub(crate) fn dependencies(&self, name: &str) -> &[String] {
+        self.modules.get(name).map_or(&[], |e| &e.deps)
     }
 
     /// Whether `name` is built into the kernel.
@@ -216,6 +250,25 @@ impl ModuleIndex {
         out
     }
 
+    /// Built-in modules whose alias patterns match `modalias`: the kernel
+    /// has the driver already.
+    pub fn match_builtin_alias(&self, modalias: &str) -> Vec<String> {
+        let text = normalize_alias(modalias);
+        let mut out: Vec<String> = Vec::new();
+        for (pattern, module) in &self.builtin_aliases {
+            if fnmatch(pattern.as_bytes(), text.as_bytes()) && !out.contains(module) {
+                out.push(module.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether `name` is a built-in module or an alias of one (and not a
+    /// loadable module or alias, which take precedence as in libkmod).
+    fn names_builtin(&self, name: &str) -> bool {
+        self.is_builtin(name) || !self.match_builtin_alias(name).is_empty()
+    }
+
     /// The files to insert for `name`, in order: soft pre-dependencies, hard
     /// dependencies (depth first), the module, soft post-dependencies. Each
     /// module appears once; a built-in module needs nothing. `name` may be an
@@ -225,7 +278,7 @@ impl ModuleIndex {
         let name = normalize(requested);
         let roots = self.names_for(requested);
         if roots.is_empty() {
-            return if self.is_builtin(&name) {
+            return if self.names_builtin(requested) {
                 Ok(Vec::new())
             } else {
                 Err(Error::UnknownModule(name))
@@ -284,7 +337,7 @@ impl ModuleIndex {
 
     fn soft_names(&self, softdep: &str) -> Vec<String> {
         let found = self.names_for(softdep);
-        if found.is_empty() && !self.is_builtin(softdep) {
+        if found.is_empty() && !self.names_builtin(softdep) {
             debug!(softdep, "soft dependency names no module; skipped");
         }
         found
@@ -326,7 +379,8 @@ impl ModuleIndex {
     }
 
     /// The module files a name stands for, looked up as libkmod does: a
-    /// module in `modules.dep`, else an alias, else nothing (a built-in module, or an unknown name).
+    /// module in `modules.dep`, else an alias, else nothing (a built-in
+    /// module or alias, or an unknown name).
     /// `crc32` is both a built-in library and an alias of the crc32 crypto
     /// drivers; modprobe loads the drivers, and so does this.
     fn names_for(&self, name: &str) -> Vec<String> {
@@ -483,8 +537,25 @@ mod tests {
             "modules.builtin",
             "kernel/fs/mbcache.ko\nkernel/drivers/virtio/virtio.ko\n",
         );
+        std::fs::write(
+            dir.path().join("modules.builtin.modinfo"),
+            b"ipv6.license=GPL\0ipv6.alias=net-pf-10\0serial_8250.alias=acpi*:PNP0501:*\0",
+        )
+        .unwrap();
         let index = ModuleIndex::load(dir.path()).unwrap();
         (dir, index)
+    }
+
+    #[test]
+    fn builtin_aliases_resolve_to_nothing() {
+        let (_dir, index) = fixture();
+        assert!(index.resolve("net-pf-10").unwrap().is_empty());
+        assert_eq!(index.match_builtin_alias("acpi:PNP0501:"), ["serial_8250"]);
+        assert!(index.match_alias("acpi:PNP0501:").is_empty());
+        assert!(matches!(
+            index.resolve("net-pf-11"),
+            Err(Error::UnknownModule(_))
+        ));
     }
 
     #[test]

@@ -127,9 +127,18 @@ impl<L: Loader> Kmod<L> {
             report.already_present.push(module);
             return Ok(report);
         }
+        // Soft modules that failed: what needs them is not tried either.
+        let mut skipped = BTreeSet::new();
         for step in steps {
             if self.loaded.contains(&step.name) {
                 report.already_present.push(step.name);
+                continue;
+            }
+            if let Some(dep) =
+                (self.index.dependencies(&step.name).iter()).find(|d| skipped.contains(*d))
+            {
+                debug!(module = %module, softdep = %step.name, missing = %dep, "soft dependency skipped");
+                skipped.insert(step.name);
                 continue;
             }
             match self.loader.load_module(&step.path, "") {
@@ -140,6 +149,7 @@ impl<L: Loader> Kmod<L> {
                 Err(LoadError::AlreadyLoaded) => report.already_present.push(step.name.clone()),
                 Err(source) if step.soft => {
                     warn!(module = %module, softdep = %step.name, "soft dependency not loaded: {source}");
+                    skipped.insert(step.name);
                     continue;
                 }
                 Err(source) => {
