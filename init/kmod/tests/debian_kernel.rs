@@ -409,6 +409,10 @@ fn match_alias_agrees_with_glibc_fnmatch() {
         "{matched} of {} matched",
         probes.len()
     );
+    eprintln!(
+        "{} probes agree with glibc fnmatch; {matched} matched",
+        probes.len()
+    );
     assert_eq!(
         index.match_alias("virtio:d00000002v00001AF4"),
         ["virtio_blk"]
