@@ -134,9 +134,8 @@ impl<L: Loader> Kmod<L> {
                 report.already_present.push(step.name);
                 continue;
             }
-            if let Some(dep) =
-                (self.index.dependencies(&step.name).iter()).find(|d| skipped.contains(*d))
-            {
+            let deps = self.index.dependencies(&step.name);
+            if let Some(dep) = deps.iter().find(|d| skipped.contains(*d)) {
                 debug!(module = %module, softdep = %step.name, missing = %dep, "soft dependency skipped");
                 skipped.insert(step.name);
                 continue;
