@@ -225,7 +225,7 @@ fn pxe_boot(arch: Arch) {
     expect_boot(&mut m);
     saw(
         &m,
-        r#"cannot load module: unknown module "no_such_module" module=no_such_module"#,
+        r#"cannot load module: unknown module "no_such_module".* module=no_such_module"#,
     );
     saw(&m, "/var is tmpfs, nothing will persist");
     saw(&m, "services ready: hotplug=Healthy");
