@@ -21,11 +21,16 @@ const MAIN: &[&str] = &[
     "cargo-web",
     "libstd-rust-web-dev:arm64",
     "gcc-aarch64-linux-gnu",
+    // gcc-aarch64-linux-gnu only recommends the arm64 libc it links with.
+    "libc6-dev-arm64-cross",
     "e2fsprogs",
     "dosfstools",
     "mtools",
     "gdisk",
     "cpio",
+    "containernetworking-plugins",
+    "iproute2",
+    "iputils-ping",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 
