@@ -1,0 +1,109 @@
+//! netd: the node's host networking, over netlink.
+//!
+//! Selects links (by name, MAC, or the first with carrier), brings them up,
+//! applies static addresses, routes, MTU and VLANs, runs a DHCPv4 client
+//! where asked, keeps resolv.conf in line with both, and reports per-link
+//! status. No `ip` or `dhclient` binary is involved.
+
+mod daemon;
+pub mod dhcp;
+mod link;
+pub mod netlink;
+pub mod resolv;
+pub mod settings;
+pub mod status;
+
+use std::path::Path;
+
+pub use daemon::{serve, Options};
+pub use settings::{Settings, SettingsError};
+pub use status::Status;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Why netd stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kernel command line: {0}")]
+    Cmdline(std::io::Error),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("netlink connection: {0}")]
+    Connect(std::io::Error),
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
+    #[error("netlink link events ended")]
+    EventsEnded,
+    #[error("{path}: {source}")]
+    Runtime {
+        path: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Where the node's /etc/resolv.conf points.
+const RESOLV_CONF: &str = "/run/kiln/resolv.conf";
+
+/// The `kiln netd` personality: settings from the kernel command line
+/// (until the machine config exists), runs until SIGTERM or SIGINT, then
+/// releases its leases.
+pub fn run() -> Result<(), Error> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(Error::Cmdline)?;
+    let settings = Settings::from_cmdline(&cmdline)?;
+    std::fs::create_dir_all("/run/kiln").map_err(|source| Error::Runtime {
+        path: "/run/kiln",
+        source,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime {
+            path: "tokio runtime",
+            source,
+        })?;
+    rt.block_on(async {
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (status_tx, mut status) = watch::channel(Status::default());
+        tokio::spawn(async move {
+            stop_signal().await;
+            info!("stopping: releasing leases");
+            shutdown_tx.send_replace(true);
+        });
+        // Readiness is logged until the supervisor can ask for it.
+        tokio::spawn(async move {
+            let mut ready = false;
+            while status.changed().await.is_ok() {
+                let now = status.borrow_and_update().ready();
+                if now != ready {
+                    ready = now;
+                    info!(ready, "network readiness changed");
+                }
+            }
+        });
+        let options = Options {
+            resolv_conf: Path::new(RESOLV_CONF).to_path_buf(),
+        };
+        serve(settings, options, status_tx, shutdown).await
+    })
+}
+
+/// SIGTERM (the supervisor's stop) or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("cannot listen for stop signals: {e}");
+            std::future::pending::<()>().await
+        }
+    }
+}

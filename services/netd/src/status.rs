@@ -1,0 +1,263 @@
+//! Per-link status for the machine API, readiness, and the resolv.conf it
+//! implies.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::dhcp::Lease;
+use crate::netlink::Route;
+use crate::settings::{Dns, IpCidr, MacAddr, Settings};
+
+/// Everything netd configures, one entry per configured link, in settings
+/// order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub links: Vec<LinkStatus>,
+}
+
+impl Status {
+    /// "Network ready": at least one link selected, every selected link has
+    /// an address, and one of them has a default route.
+    pub fn ready(&self) -> bool {
+        !self.links.is_empty()
+            && self.links.iter().all(|l| !l.addresses.is_empty())
+            && self
+                .links
+                .iter()
+                .any(|l| l.routes.iter().any(|r| r.destination.is_default()))
+    }
+}
+
+/// One configured link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// How the link is selected, as in the settings.
+    pub selector: String,
+    /// The link it matched, once one did.
+    pub name: Option<String>,
+    pub index: Option<u32>,
+    pub mac: Option<MacAddr>,
+    pub carrier: bool,
+    pub state: LinkState,
+    /// Static and leased, as installed.
+    pub addresses: Vec<IpCidr>,
+    pub routes: Vec<RouteStatus>,
+    pub lease: Option<LeaseStatus>,
+    /// The last configuration error, cleared by the next success.
+    pub error: Option<String>,
+}
+
+/// Where a link is in its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No link matches the selector (yet).
+    Waiting,
+    /// Static configuration applied, no DHCP.
+    Configured,
+    /// DHCP without carrier: nothing to talk to.
+    NoCarrier,
+    Dhcp(DhcpState),
+}
+
+/// RFC 2131 figure 5's client states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpState {
+    Init,
+    Selecting,
+    Requesting,
+    InitReboot,
+    Rebooting,
+    Bound,
+    Renewing,
+    Rebinding,
+}
+
+/// An installed route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteStatus {
+    pub destination: IpCidr,
+    pub gateway: Option<IpAddr>,
+}
+
+impl From<&Route> for RouteStatus {
+    fn from(r: &Route) -> Self {
+        RouteStatus {
+            destination: r.destination,
+            gateway: r.gateway,
+        }
+    }
+}
+
+/// The lease in force on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub address: IpCidr,
+    pub server: std::net::Ipv4Addr,
+    /// When the REQUEST that got this lease's last ACK was sent.
+    pub obtained: SystemTime,
+    pub renew_at: Option<SystemTime>,
+    pub rebind_at: Option<SystemTime>,
+    /// `None` for an infinite lease.
+    pub expires_at: Option<SystemTime>,
+    pub dns: Vec<std::net::Ipv4Addr>,
+    pub search: Vec<String>,
+    pub hostname: Option<String>,
+    pub mtu: Option<u16>,
+}
+
+impl LeaseStatus {
+    pub(crate) fn new(lease: &Lease, obtained: SystemTime) -> Self {
+        let at = |d: Duration| obtained.checked_add(d);
+        LeaseStatus {
+            address: lease.address,
+            server: lease.server,
+            obtained,
+            renew_at: at(lease.t1),
+            rebind_at: at(lease.t2),
+            expires_at: lease.lease_time.and_then(at),
+            dns: lease.dns.clone(),
+            search: lease.search.clone(),
+            hostname: lease.hostname.clone(),
+            mtu: lease.mtu,
+        }
+    }
+}
+
+/// Shared by the link tasks: updates the status and keeps resolv.conf in
+/// line with it.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    status: watch::Sender<Status>,
+    dns: Dns,
+    resolv_conf: PathBuf,
+    /// What was last written, so unchanged DNS does not rewrite the file.
+    written: std::sync::Mutex<Option<String>>,
+}
+
+impl Reporter {
+    pub fn new(status: watch::Sender<Status>, settings: &Settings, resolv_conf: PathBuf) -> Self {
+        status.send_replace(Status {
+            links: settings
+                .links
+                .iter()
+                .map(|l| LinkStatus {
+                    selector: l.select.to_string(),
+                    name: None,
+                    index: None,
+                    mac: None,
+                    carrier: false,
+                    state: LinkState::Waiting,
+                    addresses: Vec::new(),
+                    routes: Vec::new(),
+                    lease: None,
+                    error: None,
+                })
+                .collect(),
+        });
+        Reporter {
+            inner: Arc::new(Inner {
+                status,
+                dns: settings.dns.clone(),
+                resolv_conf,
+                written: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Changes link `slot`'s status; rewrites resolv.conf if DNS changed.
+    pub fn update(&self, slot: usize, f: impl FnOnce(&mut LinkStatus)) {
+        self.inner
+            .status
+            .send_if_modified(|s| match s.links.get_mut(slot) {
+                Some(link) => {
+                    let before = link.clone();
+                    f(link);
+                    *link != before
+                }
+                None => false,
+            });
+        self.write_resolv();
+    }
+
+    /// Records an error on a link and logs it.
+    pub fn error(&self, slot: usize, error: String) {
+        tracing::warn!(slot, "{error}");
+        self.update(slot, |l| l.error = Some(error));
+    }
+
+    /// Static servers first, then each lease's, in link order.
+    pub fn write_resolv(&self) {
+        let (servers, search) = {
+            let status = self.inner.status.borrow();
+            let mut servers = self.inner.dns.servers.clone();
+            let mut search = self.inner.dns.search.clone();
+            for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
+                servers.extend(lease.dns.iter().map(|d| IpAddr::V4(*d)));
+                search.extend(lease.search.iter().cloned());
+            }
+            (servers, search)
+        };
+        let content = crate::resolv::render(&servers, &search);
+        let Ok(mut written) = self.inner.written.lock() else {
+            return;
+        };
+        if written.as_deref() == Some(content.as_str()) {
+            return;
+        }
+        match crate::resolv::write_atomic(&self.inner.resolv_conf, &content) {
+            Ok(()) => *written = Some(content),
+            Err(e) => {
+                tracing::warn!(path = %self.inner.resolv_conf.display(), "cannot write resolv.conf: {e}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(addresses: &[&str], default_route: bool) -> LinkStatus {
+        LinkStatus {
+            selector: "x".into(),
+            name: None,
+            index: None,
+            mac: None,
+            carrier: true,
+            state: LinkState::Configured,
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            routes: if default_route {
+                vec![RouteStatus {
+                    destination: "0.0.0.0/0".parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                }]
+            } else {
+                Vec::new()
+            },
+            lease: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn readiness() {
+        assert!(!Status::default().ready());
+        let ready = |links| Status { links }.ready();
+        assert!(ready(vec![link(&["10.0.0.2/24"], true)]));
+        assert!(!ready(vec![link(&["10.0.0.2/24"], false)]));
+        assert!(!ready(vec![link(&[], true)]));
+        assert!(ready(vec![
+            link(&["10.0.0.2/24"], true),
+            link(&["10.1.0.2/24"], false)
+        ]));
+        assert!(!ready(vec![link(&["10.0.0.2/24"], true), link(&[], false)]));
+    }
+}
