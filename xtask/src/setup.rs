@@ -28,6 +28,8 @@ const MAIN: &[&str] = &[
     "mtools",
     "gdisk",
     "cpio",
+    // depmod and modprobe: the module index tests compare against them.
+    "kmod",
     "containernetworking-plugins",
     "iproute2",
     "iputils-ping",
