@@ -98,16 +98,16 @@ fn reservations(lab: &Lab) -> BTreeSet<String> {
 }
 
 fn add(lab: &Lab, set: &PluginSet, conf: &Value, id: &str, pod: &str) -> Value {
-    let r = lab.cni(set, &set.bridge, "ADD", conf, id, Some(pod), "eth0");
+    let r = lab.cni(&set.bridge, "ADD", conf, id, Some(pod), "eth0");
     assert!(r.ok, "{} ADD failed: {}", set.name, r.stdout);
     let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": set.loopback.file_name().unwrap().to_str().unwrap()});
-    let l = lab.cni(set, &set.loopback, "ADD", &lo, id, Some(pod), "lo");
+    let l = lab.cni(&set.loopback, "ADD", &lo, id, Some(pod), "lo");
     assert!(l.ok, "{} loopback ADD failed: {}", set.name, l.stdout);
     r.json
 }
 
 fn del(lab: &Lab, set: &PluginSet, conf: &Value, id: &str, pod: Option<&str>) {
-    let r = lab.cni(set, &set.bridge, "DEL", conf, id, pod, "eth0");
+    let r = lab.cni(&set.bridge, "DEL", conf, id, pod, "eth0");
     assert!(r.ok, "{} DEL failed: {}", set.name, r.stdout);
 }
 
@@ -258,14 +258,14 @@ fn check_after(set: &PluginSet, tag: &str, breakage: impl Fn(&Lab, &str, &Value)
     let mut conf = lab.conf(set, true);
     let r = add(&lab, set, &conf, "c1", &p1);
     conf["prevResult"] = r.clone();
-    let ok = lab.cni(set, &set.bridge, "CHECK", &conf, "c1", Some(&p1), "eth0");
+    let ok = lab.cni(&set.bridge, "CHECK", &conf, "c1", Some(&p1), "eth0");
     assert!(
         ok.ok,
         "{}: CHECK of an intact attachment: {}",
         set.name, ok.stdout
     );
     breakage(&lab, &p1, &r);
-    let bad = lab.cni(set, &set.bridge, "CHECK", &conf, "c1", Some(&p1), "eth0");
+    let bad = lab.cni(&set.bridge, "CHECK", &conf, "c1", Some(&p1), "eth0");
     assert!(!bad.ok, "{}: CHECK passed a broken attachment", set.name);
     assert!(
         bad.json["code"].as_u64().unwrap_or(0) > 0,
@@ -319,7 +319,7 @@ fn hairpin_promisc_and_mtu(set: &PluginSet) {
 
     // Both at once would deliver a pod's frames back to it twice: refused.
     conf["promiscMode"] = json!(true);
-    let r = lab.cni(set, &set.bridge, "ADD", &conf, "c2", Some(&p2), "eth0");
+    let r = lab.cni(&set.bridge, "ADD", &conf, "c2", Some(&p2), "eth0");
     assert!(!r.ok, "{}: hairpin + promisc accepted", set.name);
     conf["hairpinMode"] = json!(false);
     add(&lab, set, &conf, "c3", &p3);
@@ -337,7 +337,6 @@ fn version_lists_spec_versions(set: &PluginSet) {
     let lab = Lab::new("ver");
     for plugin in [&set.bridge, &set.loopback] {
         let r = lab.cni(
-            set,
             plugin,
             "VERSION",
             &json!({"cniVersion": "1.0.0"}),
@@ -371,7 +370,7 @@ fn bad_config_is_an_error(set: &PluginSet) {
     let mut bad_version = good.clone();
     bad_version["cniVersion"] = json!("7.0.0");
     for conf in [json!("{not json"), no_ranges, bad_subnet, bad_version] {
-        let r = lab.cni(set, &set.bridge, "ADD", &conf, "c1", Some(&p1), "eth0");
+        let r = lab.cni(&set.bridge, "ADD", &conf, "c1", Some(&p1), "eth0");
         assert!(!r.ok, "{}: accepted {conf}", set.name);
         assert!(
             r.json["code"].as_u64().unwrap_or(0) > 0,
@@ -421,7 +420,7 @@ fn kiln_config_errors_name_the_field() {
         let mut conf = good.clone();
         let (parent, key) = ptr.rsplit_once('/').unwrap();
         conf.pointer_mut(parent).unwrap()[key] = value;
-        let r = lab.cni(&set, &set.bridge, "ADD", &conf, "c1", Some(&p1), "eth0");
+        let r = lab.cni(&set.bridge, "ADD", &conf, "c1", Some(&p1), "eth0");
         assert!(!r.ok);
         assert_eq!(r.json["code"], code, "{ptr}: {}", r.stdout);
         assert!(
@@ -430,7 +429,7 @@ fn kiln_config_errors_name_the_field() {
             r.stdout
         );
     }
-    let r = lab.cni(&set, &set.bridge, "ADD", &good, "c1", None, "eth0");
+    let r = lab.cni(&set.bridge, "ADD", &good, "c1", None, "eth0");
     assert_eq!(r.json["code"], 4, "missing CNI_NETNS: {}", r.stdout);
     assert!(r.json["msg"].as_str().unwrap().contains("CNI_NETNS"));
 }
@@ -447,11 +446,11 @@ fn kiln_gc_releases_attachments_not_listed() {
     assert_eq!(reservations(&lab).len(), 2);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    let r = lab.cni(&set, &set.bridge, "GC", &gc, "", None, "");
+    let r = lab.cni(&set.bridge, "GC", &gc, "", None, "");
     assert!(r.ok, "{}", r.stdout);
     assert_eq!(reservations(&lab), BTreeSet::from([ip_of(&r1, true)]));
     // GC needs 1.1.0.
-    let r = lab.cni(&set, &set.bridge, "GC", &lab.conf(&set, true), "", None, "");
+    let r = lab.cni(&set.bridge, "GC", &lab.conf(&set, true), "", None, "");
     assert_eq!(r.json["code"], 1, "{}", r.stdout);
 }
 
@@ -463,14 +462,14 @@ fn kiln_status_reports_a_full_range() {
     conf["cniVersion"] = json!("1.1.0");
     // .1 is the gateway: .2 and .3 are the only addresses.
     conf["ipam"]["ranges"] = json!([[{"subnet": "10.88.0.0/24", "rangeEnd": "10.88.0.3"}]]);
-    let r = lab.cni(&set, &set.bridge, "STATUS", &conf, "", None, "");
+    let r = lab.cni(&set.bridge, "STATUS", &conf, "", None, "");
     assert!(r.ok, "{}", r.stdout);
     let pods = [lab.pod("p1"), lab.pod("p2"), lab.pod("p3")];
     add(&lab, &set, &conf, "a", &pods[0]);
     add(&lab, &set, &conf, "b", &pods[1]);
-    let r = lab.cni(&set, &set.bridge, "STATUS", &conf, "", None, "");
+    let r = lab.cni(&set.bridge, "STATUS", &conf, "", None, "");
     assert_eq!(r.json["code"], 50, "{}", r.stdout);
-    let r = lab.cni(&set, &set.bridge, "ADD", &conf, "c", Some(&pods[2]), "eth0");
+    let r = lab.cni(&set.bridge, "ADD", &conf, "c", Some(&pods[2]), "eth0");
     assert!(
         !r.ok && r.json["msg"].as_str().unwrap().contains("no free address"),
         "{}",
@@ -486,8 +485,8 @@ fn kiln_host_local_standalone_and_chained_loopback() {
     let p1 = lab.pod("p1");
     let mut conf = lab.conf(&set, false);
     conf["type"] = json!("kiln-host-local");
-    let ipam = set.cni_path.join("kiln-host-local");
-    let r = lab.cni(&set, &ipam, "ADD", &conf, "c1", Some(&p1), "eth0");
+    let ipam = set.bridge.with_file_name("kiln-host-local");
+    let r = lab.cni(&ipam, "ADD", &conf, "c1", Some(&p1), "eth0");
     assert!(r.ok, "{}", r.stdout);
     assert_eq!(
         r.json["ips"].as_array().unwrap().len(),
@@ -496,15 +495,15 @@ fn kiln_host_local_standalone_and_chained_loopback() {
     );
     assert_eq!(reservations(&lab).len(), 2);
     // A second ADD for the same attachment is refused, not double-allocated.
-    let again = lab.cni(&set, &ipam, "ADD", &conf, "c1", Some(&p1), "eth0");
+    let again = lab.cni(&ipam, "ADD", &conf, "c1", Some(&p1), "eth0");
     assert_eq!(again.json["code"], 11, "{}", again.stdout);
-    let r2 = lab.cni(&set, &ipam, "DEL", &conf, "c1", Some(&p1), "eth0");
+    let r2 = lab.cni(&ipam, "DEL", &conf, "c1", Some(&p1), "eth0");
     assert!(r2.ok && reservations(&lab).is_empty(), "{}", r2.stdout);
 
     // Loopback after another plugin passes prevResult through.
     let lo =
         json!({"cniVersion": "0.4.0", "name": "lo", "type": "kiln-loopback", "prevResult": r.json});
-    let out = lab.cni(&set, &set.loopback, "ADD", &lo, "c1", Some(&p1), "lo");
+    let out = lab.cni(&set.loopback, "ADD", &lo, "c1", Some(&p1), "lo");
     assert!(out.ok, "{}", out.stdout);
     assert_eq!(
         out.json["ips"],

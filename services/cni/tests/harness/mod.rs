@@ -23,8 +23,6 @@ pub struct PluginSet {
     pub bridge: PathBuf,
     pub loopback: PathBuf,
     pub ipam_type: &'static str,
-    /// CNI_PATH: where the bridge finds a delegated IPAM plugin.
-    pub cni_path: PathBuf,
     /// Whether the set speaks CNI 1.1 (STATUS, GC); Debian's 1.1.1 does not.
     pub spec_1_1: bool,
     /// Whether a failed ADD removes the interface it made. Debian's 1.1.1
@@ -56,7 +54,6 @@ impl PluginSet {
             bridge: dir.join("kiln-bridge"),
             loopback: dir.join("kiln-loopback"),
             ipam_type: "kiln-host-local",
-            cni_path: dir.clone(),
             spec_1_1: true,
             cleans_up_failed_add: true,
             links_dir: Some(dir),
@@ -75,7 +72,6 @@ impl PluginSet {
             bridge: dir.join("bridge"),
             loopback: dir.join("loopback"),
             ipam_type: "host-local",
-            cni_path: dir,
             spec_1_1: false,
             cleans_up_failed_add: false,
             links_dir: None,
@@ -173,10 +169,10 @@ impl Lab {
         })
     }
 
-    /// Runs `plugin` with the CNI environment in the lab's host namespace.
+    /// Runs `plugin` with the CNI environment in the lab's host namespace;
+    /// CNI_PATH is the plugin's own directory (where its set's IPAM lives).
     pub fn cni(
         &self,
-        set: &PluginSet,
         plugin: &Path,
         command: &str,
         conf: &Value,
@@ -189,7 +185,7 @@ impl Lab {
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container)
             .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", &set.cni_path)
+            .env("CNI_PATH", plugin.parent().expect("plugin in a directory"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
