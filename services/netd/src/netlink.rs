@@ -41,7 +41,6 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub mac: Option<MacAddr>,
-    pub mtu: Option<u32>,
     /// Administratively up.
     pub up: bool,
     /// The driver reports a carrier (IFF_LOWER_UP, only set while up).
@@ -55,13 +54,11 @@ impl Link {
     fn from_message(msg: &LinkMessage) -> Option<Link> {
         let mut name = None;
         let mut mac = None;
-        let mut mtu = None;
         let mut kind = None;
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
                 LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
-                LinkAttribute::Mtu(m) => mtu = Some(*m),
                 LinkAttribute::LinkInfo(infos) => {
                     kind = infos.iter().find_map(|i| match i {
                         NlLinkInfo::Kind(k) => Some(k.clone()),
@@ -76,7 +73,6 @@ impl Link {
             index: msg.header.index,
             name: name?,
             mac: mac.map(MacAddr),
-            mtu,
             up: flags.contains(LinkFlags::Up),
             carrier: flags.contains(LinkFlags::LowerUp),
             ethernet: msg.header.link_layer_type == LinkLayerType::Ether

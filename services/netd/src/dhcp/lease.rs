@@ -194,6 +194,10 @@ fn timers(
         Some(DhcpOption::Rebinding(s)) => Duration::from_secs(u64::from(*s)),
         _ => default_t2,
     };
+    if t1.is_zero() {
+        // T1 = 0 would renew in a loop as fast as the server answers.
+        return Err(bad("option 58 (renewal time)", "zero seconds"));
+    }
     if t2 >= lease {
         return Err(bad(
             "option 59 (rebinding time)",
@@ -411,6 +415,8 @@ mod tests {
             with(ack(), DhcpOption::Renewal(3000)),
             DhcpOption::Rebinding(2000),
         ));
+        assert_eq!(e.field, "option 58 (renewal time)");
+        let e = error(&with(ack(), DhcpOption::Renewal(0)));
         assert_eq!(e.field, "option 58 (renewal time)");
         let e = error(&with(ack(), DhcpOption::Rebinding(4000)));
         assert_eq!(e.field, "option 59 (rebinding time)");

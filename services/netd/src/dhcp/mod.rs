@@ -381,7 +381,11 @@ impl Client {
         if let (Some(mtu), None) = (lease.mtu, self.dev.mtu_override) {
             self.log(self.net.set_up(self.dev.index, Some(u32::from(mtu))).await);
         }
-        let left = lease.lease_time.map(|t| t.saturating_sub(start.elapsed()));
+        // The kernel refuses a zero valid lifetime.
+        let left = lease.lease_time.map(|t| {
+            t.saturating_sub(start.elapsed())
+                .max(Duration::from_secs(1))
+        });
         // Infinite leases get no kernel lifetime.
         let lifetime = left.map(|l| (l, l));
         let mut ok = self.log(
