@@ -1,6 +1,6 @@
 //! Service output: one pipe per run of a service (stdout and stderr share
 //! it, so their order is kept), read line by line into a ring buffer, a log
-//! file, subscribers, and tracing at debug. Lines are cut at [`MAX_LINE`]
+//! file, subscribers, and tracing at info (the console). Lines are cut at [`MAX_LINE`]
 //! bytes and decoded lossily: a service printing binary or no newlines must
 //! neither grow PID 1's memory nor stop being drained (it would block).
 
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
-use tracing::debug;
+use tracing::info;
 
 /// Longest line kept; longer output is split.
 pub(crate) const MAX_LINE: usize = 4096;
@@ -87,7 +87,9 @@ impl LogSink {
             let mut chunk = [0u8; 4096];
             let mut emit = |bytes: &[u8]| {
                 let line = String::from_utf8_lossy(bytes).into_owned();
-                debug!(service = %id, "| {line}");
+                // At info, so PID 1 shows service output on the console and
+                // in the kernel log: a node has no shell to read files with.
+                info!(service = %id, "| {line}");
                 if let Some(f) = file.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
