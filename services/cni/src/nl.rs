@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -37,6 +37,7 @@ pub struct Link {
     pub promisc: bool,
     /// For a veth: the peer's index (in the peer's namespace).
     pub peer_index: Option<u32>,
+    pub is_bridge: bool,
 }
 
 impl From<LinkMessage> for Link {
@@ -50,6 +51,7 @@ impl From<LinkMessage> for Link {
             up: m.header.flags.contains(LinkFlags::Up),
             promisc: m.header.flags.contains(LinkFlags::Promisc),
             peer_index: None,
+            is_bridge: false,
         };
         for a in m.attributes {
             match a {
@@ -58,6 +60,9 @@ impl From<LinkMessage> for Link {
                 LinkAttribute::Mtu(v) => l.mtu = Some(v),
                 LinkAttribute::Controller(v) => l.controller = Some(v),
                 LinkAttribute::Link(v) => l.peer_index = Some(v),
+                LinkAttribute::LinkInfo(infos) => {
+                    l.is_bridge = infos.contains(&LinkInfo::Kind(InfoKind::Bridge));
+                }
                 _ => {}
             }
         }
@@ -112,6 +117,12 @@ impl Netlink {
             .link(name)
             .await?
             .ok_or_else(|| Error::NotAvailable(format!("bridge {name} vanished after creation")))?;
+        if !link.is_bridge {
+            return Err(Error::config(
+                "bridge",
+                format!("{name} already exists and is not a bridge"),
+            ));
+        }
         if !link.up {
             self.set(LinkUnspec::new_with_index(link.index).up().build(), name)
                 .await?;

@@ -87,6 +87,12 @@ impl CniResult {
                 .to_string()
             });
         }
+        // Interface MTUs joined the result in 1.1.0.
+        if !crate::version::at_least(version, "1.1.0") {
+            for i in &mut self.interfaces {
+                i.mtu = None;
+            }
+        }
         self.cni_version = version.to_string();
         self
     }

@@ -39,6 +39,8 @@ both!(
     hairpin_promisc_and_mtu,
     version_lists_spec_versions,
     bad_config_is_an_error,
+    bridge_name_taken_by_another_link,
+    concurrent_adds_get_distinct_addresses,
 );
 
 fn ping(pod: Option<&str>, ip: &str) -> bool {
@@ -386,6 +388,87 @@ fn bad_config_is_an_error(set: &PluginSet) {
                 set.name
             );
         }
+    }
+    assert!(reservations(&lab).is_empty());
+}
+
+fn bridge_name_taken_by_another_link(set: &PluginSet) {
+    let mut lab = Lab::new("taken");
+    let p1 = lab.pod("p1");
+    // A veth, not a dummy: this kernel may lack the dummy driver.
+    let peer = format!("{}p", lab.bridge);
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            &lab.bridge,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ],
+    );
+    let conf = lab.conf(set, true);
+    let r = lab.cni(&set.bridge, "ADD", &conf, "c1", Some(&p1), "eth0");
+    assert!(!r.ok, "{}: used a veth as the bridge", set.name);
+    assert!(
+        r.json["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a bridge"),
+        "{}: {}",
+        set.name,
+        r.stdout
+    );
+    assert!(
+        reservations(&lab).is_empty(),
+        "{}: address kept after a failed ADD",
+        set.name
+    );
+}
+
+/// Parallel ADDs (the runtime starts pods concurrently) serialise on the
+/// store's lock: distinct addresses, one bridge, every pod reachable.
+fn concurrent_adds_get_distinct_addresses(set: &PluginSet) {
+    const PODS: usize = 8;
+    let mut lab = Lab::new("par");
+    let pods: Vec<String> = (0..PODS).map(|i| lab.pod(&format!("p{i}"))).collect();
+    let conf = lab.conf(set, true);
+    // Threads start in their creator's namespace: the lab's host.
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let (lab, conf) = (&lab, &conf);
+                s.spawn(move || {
+                    lab.cni(
+                        &set.bridge,
+                        "ADD",
+                        conf,
+                        &format!("c{i}"),
+                        Some(pod),
+                        "eth0",
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips = BTreeSet::new();
+    for r in &results {
+        assert!(r.ok, "{}: {}", set.name, r.stdout);
+        ips.insert(ip_of(&r.json, true));
+    }
+    assert_eq!(ips.len(), PODS, "{}: duplicate addresses {ips:?}", set.name);
+    assert_eq!(reservations(&lab), ips);
+    for ip in &ips {
+        assert!(ping(None, ip), "{}: host -> {ip}", set.name);
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        del(&lab, set, &conf, &format!("c{i}"), Some(pod));
     }
     assert!(reservations(&lab).is_empty());
 }
