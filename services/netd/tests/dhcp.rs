@@ -384,3 +384,79 @@ fn dhcp_over_a_vlan_netd_creates() {
     // The parent itself carries no address.
     assert!(net.client_addrs(&c).is_empty());
 }
+
+/// A hostile server: answers the first DISCOVER with garbage and with an
+/// OFFER whose MTU is impossible, then goes away.
+fn answer_badly(net: &TestNet, dev: &str) -> std::thread::JoinHandle<()> {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+    use dhcproto::{Decodable, Decoder, Encodable};
+    use std::os::fd::AsFd;
+
+    let ns = std::fs::File::open(format!("/run/netns/{}", net.server.name)).unwrap();
+    let dev = dev.to_string();
+    let server_ip: std::net::Ipv4Addr = net.addr(0, 1).parse().unwrap();
+    let offered: std::net::Ipv4Addr = net.addr(0, 77).parse().unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = std::net::UdpSocket::bind("0.0.0.0:67").unwrap();
+        sock.set_broadcast(true).unwrap();
+        nix::sys::socket::setsockopt(
+            &sock,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from(dev),
+        )
+        .unwrap();
+        sock.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = [0u8; 1500];
+        let discover = loop {
+            let n = sock.recv(&mut buf).expect("a DISCOVER");
+            let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+            if m.opts().msg_type() == Some(MessageType::Discover) {
+                break m;
+            }
+        };
+        let to = "255.255.255.255:68";
+        sock.send_to(b"\x02\x01garbage", to).unwrap();
+        let mut offer = discover.clone();
+        offer.set_opcode(Opcode::BootReply).set_yiaddr(offered);
+        offer.opts_mut().clear();
+        let o = offer.opts_mut();
+        o.insert(DhcpOption::MessageType(MessageType::Offer));
+        o.insert(DhcpOption::ServerIdentifier(server_ip));
+        o.insert(DhcpOption::AddressLeaseTime(600));
+        o.insert(DhcpOption::InterfaceMtu(10));
+        sock.send_to(&offer.to_vec().unwrap(), to).unwrap();
+    })
+}
+
+#[test]
+fn malformed_replies_are_ignored_and_reported() {
+    let net = TestNet::new(1);
+    net.serve(0);
+    let (c, s) = net.pairs[0].clone();
+    let hostile = answer_badly(&net, &s);
+    let mut netd = Netd::start(&net, dhcp_on(&c));
+    let status = netd.wait("the bad offer reported", DEADLINE, |s| {
+        s.links.first().is_some_and(|l| l.error.is_some())
+    });
+    let error = status.links[0].error.clone().unwrap();
+    assert!(
+        error.contains("option 26 (interface MTU): 10 is below"),
+        "{error}"
+    );
+    assert_eq!(status.links[0].state, LinkState::Dhcp(DhcpState::Selecting));
+    hostile.join().unwrap();
+    assert!(net.client_addrs(&c).is_empty());
+
+    // A real server later: the client is still selecting and takes its offer.
+    let leases = net.dir.path().join("leases");
+    let _server = Dnsmasq::start(&net, &s, &range(&net, 50, 60), &leases, &[]);
+    let status = netd.wait("a lease", DEADLINE, bound);
+    assert!(
+        status.links[0].error.is_none(),
+        "{:?}",
+        status.links[0].error
+    );
+    let mtu = net.client.ip(&["link", "show", "dev", &c]);
+    assert!(mtu.contains("mtu 1500"), "{mtu}");
+}

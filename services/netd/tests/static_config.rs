@@ -112,7 +112,7 @@ fn typed_settings_by_mac_with_ipv6_routes_and_mtu() {
 }
 
 #[test]
-fn a_link_that_appears_later_is_configured() {
+fn links_that_appear_later_or_come_back_are_configured() {
     let net = TestNet::new(1);
     let late = format!("nd{}{:02}late", std::process::id() % 100_000, net.id);
     let mut link = LinkSettings::new(LinkSelector::Name(late.clone()));
@@ -133,5 +133,17 @@ fn a_link_that_appears_later_is_configured() {
     net.client
         .ip(&["link", "add", &late, "type", "veth", "peer", "name", &peer]);
     netd.wait("the late link configured", DEADLINE, configured);
+    assert_eq!(net.client_addrs(&late), vec![addr.clone()]);
+
+    // Unplugged: the selector waits again; plugged back: configured again.
+    net.client.ip(&["link", "del", &late]);
+    let waiting = netd.wait("the link gone", DEADLINE, |s| {
+        s.links[0].state == LinkState::Waiting
+    });
+    assert_eq!(waiting.links[0].index, None);
+    assert!(waiting.links[0].addresses.is_empty());
+    net.client
+        .ip(&["link", "add", &late, "type", "veth", "peer", "name", &peer]);
+    netd.wait("the link back", DEADLINE, configured);
     assert_eq!(net.client_addrs(&late), vec![addr]);
 }

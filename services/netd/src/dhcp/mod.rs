@@ -340,7 +340,11 @@ impl Client {
                 }
                 match accept(&msg) {
                     Some(Ok(v)) => return Ok(Some((v, sent))),
-                    Some(Err(e)) => warn!(link = %self.dev.name, "ignoring a dhcp reply: {e}"),
+                    // Recorded too: "why no lease" should be visible.
+                    Some(Err(e)) => self.report.error(
+                        self.slot,
+                        format!("{}: ignored a dhcp reply: {e}", self.dev.name),
+                    ),
                     None => {}
                 }
             }
