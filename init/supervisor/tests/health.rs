@@ -73,8 +73,10 @@ async fn the_start_period_forgives_early_failures_and_dependents_wait() {
             .unwrap_or_else(|| panic!("no {state:?} in {all:?}"))
             .at
     };
+    // The start period runs from just before the process is spawned, i.e.
+    // after Starting and before Running.
     let held = at(State::Unhealthy)
-        .duration_since(at(State::Running))
+        .duration_since(at(State::Starting))
         .unwrap();
     assert!(held >= Duration::from_secs(1), "unhealthy after {held:?}");
     // The dependent never started: it waits for a healthy dependency.
