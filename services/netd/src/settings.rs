@@ -116,6 +116,14 @@ impl IpCidr {
         (prefix <= max).then_some(Self { addr, prefix })
     }
 
+    /// An IPv4 network; prefixes above 32 are taken as 32.
+    pub fn v4(addr: Ipv4Addr, prefix: u8) -> Self {
+        Self {
+            addr: addr.into(),
+            prefix: prefix.min(32),
+        }
+    }
+
     pub fn addr(&self) -> IpAddr {
         self.addr
     }

@@ -385,12 +385,18 @@ fn dhcp_over_a_vlan_netd_creates() {
     assert!(net.client_addrs(&c).is_empty());
 }
 
-/// A hostile server: answers the first DISCOVER with garbage and with an
-/// OFFER whose MTU is impossible, then goes away.
-fn answer_badly(net: &TestNet, dev: &str) -> std::thread::JoinHandle<()> {
+/// A hostile server: answers every DISCOVER with garbage and with an OFFER
+/// whose MTU is impossible, until `stop` is set. (Every one: the first
+/// answer can be lost while the veth's queue is still being activated.)
+fn answer_badly(
+    net: &TestNet,
+    dev: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
     use dhcproto::{Decodable, Decoder, Encodable};
     use std::os::fd::AsFd;
+    use std::sync::atomic::Ordering;
 
     let ns = std::fs::File::open(format!("/run/netns/{}", net.server.name)).unwrap();
     let dev = dev.to_string();
@@ -406,26 +412,27 @@ fn answer_badly(net: &TestNet, dev: &str) -> std::thread::JoinHandle<()> {
             &std::ffi::OsString::from(dev),
         )
         .unwrap();
-        sock.set_read_timeout(Some(DEADLINE)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut buf = [0u8; 1500];
-        let discover = loop {
-            let n = sock.recv(&mut buf).expect("a DISCOVER");
-            let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
-            if m.opts().msg_type() == Some(MessageType::Discover) {
-                break m;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            let discover = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+            if discover.opts().msg_type() != Some(MessageType::Discover) {
+                continue;
             }
-        };
-        let to = "255.255.255.255:68";
-        sock.send_to(b"\x02\x01garbage", to).unwrap();
-        let mut offer = discover.clone();
-        offer.set_opcode(Opcode::BootReply).set_yiaddr(offered);
-        offer.opts_mut().clear();
-        let o = offer.opts_mut();
-        o.insert(DhcpOption::MessageType(MessageType::Offer));
-        o.insert(DhcpOption::ServerIdentifier(server_ip));
-        o.insert(DhcpOption::AddressLeaseTime(600));
-        o.insert(DhcpOption::InterfaceMtu(10));
-        sock.send_to(&offer.to_vec().unwrap(), to).unwrap();
+            let to = "255.255.255.255:68";
+            sock.send_to(b"\x02\x01garbage", to).unwrap();
+            let mut offer = discover.clone();
+            offer.set_opcode(Opcode::BootReply).set_yiaddr(offered);
+            offer.opts_mut().clear();
+            let o = offer.opts_mut();
+            o.insert(DhcpOption::MessageType(MessageType::Offer));
+            o.insert(DhcpOption::ServerIdentifier(server_ip));
+            o.insert(DhcpOption::AddressLeaseTime(600));
+            o.insert(DhcpOption::InterfaceMtu(10));
+            sock.send_to(&offer.to_vec().unwrap(), to).unwrap();
+        }
     })
 }
 
@@ -434,7 +441,8 @@ fn malformed_replies_are_ignored_and_reported() {
     let net = TestNet::new(1);
     net.serve(0);
     let (c, s) = net.pairs[0].clone();
-    let hostile = answer_badly(&net, &s);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile = answer_badly(&net, &s, stop.clone());
     let mut netd = Netd::start(&net, dhcp_on(&c));
     let status = netd.wait("the bad offer reported", DEADLINE, |s| {
         s.links.first().is_some_and(|l| l.error.is_some())
@@ -445,6 +453,7 @@ fn malformed_replies_are_ignored_and_reported() {
         "{error}"
     );
     assert_eq!(status.links[0].state, LinkState::Dhcp(DhcpState::Selecting));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hostile.join().unwrap();
     assert!(net.client_addrs(&c).is_empty());
 

@@ -26,6 +26,8 @@ fn bad(field: &'static str, problem: impl Into<String>) -> ReplyError {
 /// An address lease and the configuration that came with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// yiaddr.
+    pub ip: Ipv4Addr,
     /// yiaddr with the subnet mask's prefix (option 1).
     pub address: IpCidr,
     /// Option 54: where renewals and the release go.
@@ -129,6 +131,7 @@ impl Lease {
             _ => None,
         };
         Ok(Lease {
+            ip: yiaddr,
             address,
             server,
             lease_time,
@@ -153,15 +156,6 @@ impl Lease {
                 dhcp: true,
             })
             .collect()
-    }
-
-    /// The leased address as an IPv4 address.
-    pub fn ip(&self) -> Ipv4Addr {
-        match self.address.addr() {
-            IpAddr::V4(a) => a,
-            // from_reply only builds IPv4 leases.
-            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-        }
     }
 }
 
@@ -239,9 +233,7 @@ fn routes(msg: &Message) -> Result<Vec<(IpCidr, Ipv4Addr)>, ReplyError> {
                     format!("router {gw} for {net} is not a unicast address"),
                 ));
             }
-            let dst = IpCidr::new(net.addr().into(), net.prefix_len())
-                .ok_or_else(|| bad("option 121 (classless static routes)", "prefix"))?;
-            out.push((dst, *gw));
+            out.push((IpCidr::v4(net.addr(), net.prefix_len()), *gw));
         }
         return Ok(out);
     }
@@ -260,8 +252,7 @@ fn routes(msg: &Message) -> Result<Vec<(IpCidr, Ipv4Addr)>, ReplyError> {
 }
 
 fn default_v4() -> IpCidr {
-    // 0 is a valid IPv4 prefix length.
-    IpCidr::new(Ipv4Addr::UNSPECIFIED.into(), 0).unwrap_or_else(|| unreachable!())
+    IpCidr::v4(Ipv4Addr::UNSPECIFIED, 0)
 }
 
 /// Option 119 (RFC 3397, RFC 1035 compression) or option 15.

@@ -200,7 +200,7 @@ impl Client {
                 self.state(LinkState::Dhcp(DhcpState::Requesting));
                 let kind = RequestKind::Selecting {
                     server: offer.server,
-                    address: offer.ip(),
+                    address: offer.ip,
                 };
                 self.request(tx, kind, Ipv4Addr::BROADCAST, Some(4), None)
                     .await
@@ -228,7 +228,7 @@ impl Client {
                 };
                 self.state(LinkState::Dhcp(state));
                 let kind = RequestKind::Extend {
-                    address: b.lease.ip(),
+                    address: b.lease.ip,
                 };
                 self.request(tx, kind, to, None, deadline).await
             }
@@ -253,7 +253,7 @@ impl Client {
                 // No answer: RFC 2131 3.2 lets the client keep an unexpired
                 // lease.
                 let keep = self.bound.as_ref().is_some_and(|b| {
-                    b.lease.ip() == addr && b.expiry().is_none_or(|e| e > Instant::now())
+                    b.lease.ip == addr && b.expiry().is_none_or(|e| e > Instant::now())
                 });
                 if keep {
                     info!(link = %self.dev.name, "no answer to INIT-REBOOT; keeping the unexpired lease");
@@ -322,6 +322,7 @@ impl Client {
             }
             let secs = u16::try_from(now.duration_since(started).as_secs()).unwrap_or(u16::MAX);
             let sent = (now, SystemTime::now());
+            debug!(link = %self.dev.name, %to, attempt, "dhcp send");
             if let Err(e) = self.sock.send(&build(secs), to).await {
                 // Sends fail while the link settles (no route to a unicast
                 // server after a flap): retry on the schedule.
@@ -416,7 +417,7 @@ impl Client {
                 l.error = None;
             }
         });
-        self.remembered = Some(lease.ip());
+        self.remembered = Some(lease.ip);
         self.bound = Some(Bound { lease, start });
     }
 
@@ -449,7 +450,7 @@ impl Client {
     async fn stop(mut self) -> Result<(), ClientError> {
         if let Some(b) = &self.bound {
             let tx = self.transaction()?;
-            let msg = tx.release(b.lease.ip(), b.lease.server);
+            let msg = tx.release(b.lease.ip, b.lease.server);
             match self.sock.send(&msg, b.lease.server).await {
                 Ok(()) => {
                     info!(link = %self.dev.name, address = %b.lease.address, "lease released")
