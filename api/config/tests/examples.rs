@@ -126,3 +126,39 @@ fn diff_lists_paths_with_apply_classes() {
         .iter()
         .all(|c| c.kind == ChangeKind::Removed && c.apply == Apply::Live));
 }
+
+#[test]
+fn strings_that_look_like_other_yaml_types_stay_strings() {
+    let mut c = load("dhcp-worker.yaml");
+    let tricky = [
+        "true",
+        "null",
+        "no",
+        "on",
+        "0x10",
+        "1e3",
+        "0o17",
+        "2026-01-01",
+        "~",
+        ".inf",
+        "'q'",
+        "a: b",
+        "#x",
+    ];
+    for (i, v) in tricky.iter().enumerate() {
+        c.sysctls.insert(format!("net.core.x{i}"), (*v).to_string());
+        if kiln_config::validate(&{
+            let mut probe = c.clone();
+            probe.kubelet.labels.insert("k".into(), (*v).to_string());
+            probe
+        })
+        .is_ok()
+        {
+            c.kubelet.labels.insert(format!("k{i}"), (*v).to_string());
+        }
+    }
+    assert!(c.kubelet.labels.len() >= 8, "most are label values too");
+    let again =
+        MachineConfig::from_yaml(&c.to_yaml().expect("yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, c);
+}

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use kiln_config::{
-    Bond, BondMode, Cluster, Dns, Install, Interface, Kernel, Kubelet, Machine, MachineCa,
-    MachineConfig, Network, Route, Taint, TaintEffect, Time, Vlan, API_VERSION, KIND,
+    Bond, BondMode, Cluster, Dns, Install, Interface, Kernel, KubeProxy, Kubelet, Machine,
+    MachineCa, MachineConfig, Mirror, Network, Registries, RegistryAuth, RegistryConfig, Route,
+    Taint, TaintEffect, Time, Vlan, API_VERSION, KIND,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -14,8 +15,9 @@ const CLUSTER_CA: &str = include_str!("fixtures/cluster-ca.crt");
 const MACHINE_CA: &str = include_str!("fixtures/machine-ca.crt");
 const MACHINE_KEY: &str = include_str!("fixtures/machine-ca.key");
 
+/// DNS labels without `--` (the url crate reads `xx--…` labels as punycode).
 fn label() -> impl Strategy<Value = String> {
-    "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?"
+    "[a-z0-9]([a-z0-9]|-[a-z0-9]){0,6}"
 }
 
 fn dns_name() -> impl Strategy<Value = String> {
@@ -148,6 +150,34 @@ fn kubelet() -> impl Strategy<Value = Kubelet> {
         })
 }
 
+fn registries() -> impl Strategy<Value = Registries> {
+    let host = || {
+        (dns_name(), proptest::option::of(1u16..)).prop_map(|(h, port)| match port {
+            Some(p) => format!("{h}:{p}"),
+            None => h,
+        })
+    };
+    let mirror = vec(
+        (prop_oneof![Just("http"), Just("https")], dns_name())
+            .prop_map(|(s, h)| format!("{s}://{h}.example/v2")),
+        1..3,
+    )
+    .prop_map(|endpoints| Mirror { endpoints });
+    let config = (
+        proptest::option::of(("[a-z]{1,8}", "\\PC{1,30}")),
+        any::<bool>(),
+    )
+        .prop_map(|(auth, ca)| RegistryConfig {
+            auth: auth.map(|(username, password)| RegistryAuth { username, password }),
+            ca: ca.then(|| CLUSTER_CA.to_string()),
+        });
+    (
+        btree_map(host(), mirror, 0..3),
+        btree_map(host(), config, 0..3),
+    )
+        .prop_map(|(mirrors, config)| Registries { mirrors, config })
+}
+
 fn config() -> impl Strategy<Value = MachineConfig> {
     (
         proptest::option::of(dns_name().prop_filter("64 max", |h| h.len() <= 64)),
@@ -163,9 +193,21 @@ fn config() -> impl Strategy<Value = MachineConfig> {
         proptest::option::of("/dev/[a-z]{1,5}"),
         "[a-z0-9]{6}\\.[a-z0-9]{16}",
         vec(dns_name(), 0..3),
+        (registries(), any::<bool>()),
     )
         .prop_map(
-            |(hostname, network, time, kubelet, sysctls, modules, disk, token, sans)| {
+            |(
+                hostname,
+                network,
+                time,
+                kubelet,
+                sysctls,
+                modules,
+                disk,
+                token,
+                sans,
+                (registries, no_proxy),
+            )| {
                 MachineConfig {
                     api_version: API_VERSION.into(),
                     kind: KIND.into(),
@@ -173,8 +215,11 @@ fn config() -> impl Strategy<Value = MachineConfig> {
                     network,
                     time: Time { servers: time },
                     kubelet,
-                    kube_proxy: Default::default(),
-                    registries: Default::default(),
+                    kube_proxy: KubeProxy {
+                        disabled: no_proxy,
+                        ..KubeProxy::default()
+                    },
+                    registries,
                     install: disk.map(|disk| Install { disk }),
                     sysctls: sysctls
                         .into_iter()

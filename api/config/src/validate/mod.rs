@@ -50,6 +50,16 @@ impl Checker {
         }
     }
 
+    /// Checks a URL; one that may hold credentials (`user:pass@`) is not echoed.
+    fn url(&mut self, path: &FieldPath, value: &str, what: &'static str, schemes: &[&str]) {
+        let check = syntax::url(value, schemes);
+        if value.contains('@') {
+            self.check_hidden(path, what, check);
+        } else {
+            self.check(path, value, what, check);
+        }
+    }
+
     /// Records a required field left empty; true when it is set.
     fn required(&mut self, path: &FieldPath, value: &str, why: &'static str) -> bool {
         if value.is_empty() {
@@ -259,8 +269,12 @@ fn registries(c: &mut Checker, r: &Registries, path: &FieldPath) {
             );
         }
         for (i, e) in mirror.endpoints.iter().enumerate() {
-            let check = syntax::url(e, &["http", "https"]);
-            c.check(&p.key("endpoints").index(i), e, "a mirror URL", check);
+            c.url(
+                &p.key("endpoints").index(i),
+                e,
+                "a mirror URL",
+                &["http", "https"],
+            );
         }
     }
     for (host, config) in &r.config {
