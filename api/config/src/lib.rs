@@ -97,10 +97,26 @@ impl MachineConfig {
     }
 }
 
-/// The JSON Schema of [`MachineConfig`], pretty-printed with a final newline.
+/// The JSON Schema of [`MachineConfig`], pretty-printed with a final newline
+/// and keys sorted, so the checked-in file does not depend on whether some
+/// other crate turned on serde_json's `preserve_order`.
 pub fn json_schema() -> Result<String, ConfigError> {
     let schema = schemars::schema_for!(MachineConfig);
-    serde_json::to_string_pretty(&schema)
+    let value = serde_json::to_value(&schema).map_err(|e| ConfigError::Serialize(e.to_string()))?;
+    serde_json::to_string_pretty(&sorted(value))
         .map(|s| s + "\n")
         .map_err(|e| ConfigError::Serialize(e.to_string()))
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
