@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use kiln_supervisor::reaper::Reaper;
-use kiln_supervisor::{RestartPolicy, ServiceSpec, State, Supervisor, SupervisorConfig};
+use kiln_supervisor::{
+    HealthCheck, Probe, RestartPolicy, ServiceSpec, State, Supervisor, SupervisorConfig,
+};
 use tracing::{error, info, warn};
 
 use crate::boot::Boot;
@@ -20,7 +22,15 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The service definitions.
 pub fn definitions() -> Vec<ServiceSpec> {
-    vec![ServiceSpec::new("hotplug", [KILN, "hotplug"]).restart(RestartPolicy::Always)]
+    // apid is healthy once its port accepts connections (TLS comes after).
+    let api_port = std::net::SocketAddr::from(([127, 0, 0, 1], 50000));
+    vec![
+        ServiceSpec::new("hotplug", [KILN, "hotplug"]).restart(RestartPolicy::Always),
+        ServiceSpec::new("netd", [KILN, "netd"]).restart(RestartPolicy::Always),
+        ServiceSpec::new("apid", [KILN, "apid"])
+            .restart(RestartPolicy::Always)
+            .health(HealthCheck::new(Probe::TcpConnect(api_port))),
+    ]
 }
 
 /// Starts the supervisor and the services; `None` if the boot did not

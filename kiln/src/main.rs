@@ -14,6 +14,8 @@ usage: kiln <personality> [args…]   (or run it under a personality's name)
 personalities:
   init      PID 1: boots the node and supervises its services (only as PID 1)
   hotplug   service: loads drivers for devices added after boot
+  netd      service: host networking (links, addresses, routes, DHCPv4, DNS)
+  apid      service: the machine API (gRPC over TLS on TCP 50000)
   modprobe  the kernel's module loader helper (/sbin/modprobe)
 ";
 
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Some("hotplug") => service(kiln_hotplug::run),
+        Some("netd") => service(kiln_netd::run),
+        Some("apid") => service(kiln_apid::run),
         Some("modprobe") => modprobe::main(args),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

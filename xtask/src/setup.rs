@@ -33,6 +33,9 @@ const MAIN: &[&str] = &[
     "containernetworking-plugins",
     "iproute2",
     "iputils-ping",
+    // netd's tests: the DHCP server (the binary only; `dnsmasq` would start
+    // a system service).
+    "dnsmasq-base",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 

@@ -1,0 +1,76 @@
+//! The access table: for each call, the least role it needs and whether
+//! maintenance mode serves it. One place to read who may do what.
+
+use tonic::{Request, Status};
+
+use crate::role::Role;
+
+/// The machine API's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Version,
+    ApplyConfiguration,
+    GetConfiguration,
+    Reboot,
+    Shutdown,
+    Logs,
+    Dmesg,
+}
+
+impl Call {
+    pub fn least_role(self) -> Role {
+        match self {
+            Call::Version | Call::GetConfiguration | Call::Logs | Call::Dmesg => Role::Reader,
+            Call::Reboot | Call::Shutdown => Role::Operator,
+            Call::ApplyConfiguration => Role::Admin,
+        }
+    }
+
+    /// Maintenance mode (no config, no machine CA, no client certificates)
+    /// serves only what it takes to give the node its first config.
+    pub fn in_maintenance(self) -> bool {
+        matches!(self, Call::Version | Call::ApplyConfiguration)
+    }
+}
+
+/// How apid is serving: decides how a caller is authorised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Server-only TLS: anyone who reaches the port may call the
+    /// maintenance calls (the operator pins the server by fingerprint).
+    Maintenance,
+    /// Mutual TLS against the machine CA: roles from client certificates.
+    Configured,
+}
+
+impl Access {
+    /// The caller's role if it may make `call`, else the gRPC status to
+    /// refuse it with. The TLS handshake already refused certificates the
+    /// machine CA did not sign, and expired ones.
+    pub fn authorize<T>(self, call: Call, request: &Request<T>) -> Result<Role, Status> {
+        match self {
+            Access::Maintenance if call.in_maintenance() => Ok(Role::Admin),
+            Access::Maintenance => Err(Status::failed_precondition(
+                "the node is in maintenance mode (no machine config): only Version and ApplyConfiguration are served",
+            )),
+            Access::Configured => {
+                let certs = request.peer_certs().ok_or_else(|| {
+                    Status::unauthenticated("a client certificate is required")
+                })?;
+                let leaf = certs.first().ok_or_else(|| {
+                    Status::unauthenticated("a client certificate is required")
+                })?;
+                let role = Role::of_certificate(leaf)
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                if role < call.least_role() {
+                    return Err(Status::permission_denied(format!(
+                        "{call:?} needs the {} role; this client is {}",
+                        call.least_role().name(),
+                        role.name()
+                    )));
+                }
+                Ok(role)
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! apid: the machine API. A Kiln node has no shell; everything an operator
+//! does goes through this gRPC service on TCP 50000.
+//!
+//! - `server`: the `Machine` service and the serve loop (maintenance or
+//!   configured mode, restarted in place when a config changes either).
+//! - `access`: which role each call needs; `role`: roles from certificates.
+//! - `identity`: apid's TLS certificate (self-signed or machine-CA-signed).
+//! - `config`: the machine config as apid uses it; `store`: its file on STATE.
+//! - `logs`, `kmsg`, `power`: what the calls read and do on the node.
+
+pub mod access;
+mod config;
+pub mod identity;
+mod kmsg;
+mod logs;
+mod power;
+pub mod role;
+pub mod server;
+pub mod store;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::unistd::Pid;
+
+pub use server::{serve, Node};
+pub use store::ConfigStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("TLS identity: {0}")]
+    Identity(identity::IdentityError),
+    #[error("TLS set-up: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("serving the machine API: {0}")]
+    Serve(tonic::transport::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Where the node keeps its config: STATE when the node has a disk, else
+/// /run (a diskless PXE node keeps its config until it powers off).
+const STATE_DIR: &str = "/system/state";
+const RUN_DIR: &str = "/run/kiln/state";
+const LOG_DIR: &str = "/var/log/kiln";
+
+/// The `apid` personality: serves until SIGTERM.
+pub fn run() -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let state = if is_mount_point(Path::new(STATE_DIR)) {
+        PathBuf::from(STATE_DIR)
+    } else {
+        tracing::warn!("no STATE partition: the config is kept in {RUN_DIR} until power-off");
+        PathBuf::from(RUN_DIR)
+    };
+    let node = Arc::new(Node {
+        store: ConfigStore::new(&state),
+        log_dir: PathBuf::from(LOG_DIR),
+        kmsg: PathBuf::from("/dev/kmsg"),
+        init: Pid::from_raw(1),
+        names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        console: Some(PathBuf::from("/dev/console")),
+    });
+    let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, kiln_api_proto::PORT));
+    rt.block_on(async {
+        let stop = async {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                term.recv().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        serve(node, listen, stop).await
+    })
+}
+
+/// Whether `path` is a mount point (a different device from its parent).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Some(Ok(parent))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
+        return false;
+    };
+    own.dev() != parent.dev()
+}

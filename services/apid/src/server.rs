@@ -1,0 +1,373 @@
+//! The `Machine` gRPC service and the serve loop. apid serves in one of two
+//! modes, chosen from the stored config each time the server (re)starts:
+//! maintenance (no config: server-only TLS with a fresh self-signed key) or
+//! configured (mutual TLS against the machine CA). Applying a config that
+//! changes the mode or the API's own identity restarts the server in place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_api_proto::v1::machine_server::{Machine, MachineServer};
+use kiln_api_proto::v1::{
+    ApplyConfigurationRequest, ApplyConfigurationResponse, ApplyMode, DmesgRequest, FieldChange,
+    GetConfigurationRequest, GetConfigurationResponse, KernelMessage, LogLine, LogsRequest, Mode,
+    RebootRequest, RebootResponse, ShutdownRequest, ShutdownResponse, VersionRequest,
+    VersionResponse,
+};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use tracing::{error, info, warn};
+
+use crate::access::{Access, Call};
+use crate::config::NodeConfig;
+use crate::identity::Identity;
+use crate::power::{self, PowerAction};
+use crate::store::ConfigStore;
+use crate::{kmsg, logs, Error};
+
+/// How long a power request waits so its answer reaches the caller first.
+const POWER_GRACE: Duration = Duration::from_millis(300);
+
+/// What apid needs to know about the node it runs on.
+pub struct Node {
+    /// Where the config is stored (STATE, or /run on a diskless node).
+    pub store: ConfigStore,
+    /// Service logs written by the supervisor.
+    pub log_dir: PathBuf,
+    /// The kernel log device.
+    pub kmsg: PathBuf,
+    /// The process that carries out reboot and power-off: PID 1 on a node.
+    pub init: Pid,
+    /// Names and addresses for the maintenance certificate.
+    pub names: Vec<String>,
+    /// Where the maintenance fingerprint is announced for the operator at
+    /// the machine: /dev/console on a node.
+    pub console: Option<PathBuf>,
+}
+
+/// The service for one run of the server, in one mode.
+struct Api {
+    node: Arc<Node>,
+    access: Access,
+    /// The config the server was started with (`None` in maintenance).
+    config: Option<NodeConfig>,
+    /// Notified to restart the server (new mode or identity).
+    restart: Arc<Notify>,
+}
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Machine for Api {
+    async fn version(
+        &self,
+        request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        self.access.authorize(Call::Version, &request)?;
+        Ok(Response::new(VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            mode: match self.access {
+                Access::Maintenance => Mode::Maintenance,
+                Access::Configured => Mode::Configured,
+            } as i32,
+            hostname: hostname(),
+        }))
+    }
+
+    async fn apply_configuration(
+        &self,
+        request: Request<ApplyConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        self.access.authorize(Call::ApplyConfiguration, &request)?;
+        let req = request.into_inner();
+        let mode = ApplyMode::try_from(req.mode)
+            .map_err(|_| Status::invalid_argument(format!("mode: unknown value {}", req.mode)))?;
+        let new = NodeConfig::parse(&req.data).map_err(Status::invalid_argument)?;
+        let changes = match &self.config {
+            Some(old) => old.changes_to(&new).map_err(Status::internal)?,
+            None => vec![],
+        };
+        let needs_reboot = changes.iter().any(|c| c.needs_reboot);
+        let fields = changes
+            .iter()
+            .map(|c| FieldChange {
+                path: c.path.clone(),
+                needs_reboot: c.needs_reboot,
+            })
+            .collect();
+        if mode == ApplyMode::NoReboot && needs_reboot {
+            return Err(Status::failed_precondition(format!(
+                "no-reboot: these changes need a reboot: {}",
+                changes
+                    .iter()
+                    .filter(|c| c.needs_reboot)
+                    .map(|c| c.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let first = self.config.is_none();
+        let message = if req.dry_run {
+            "dry run: nothing stored".to_string()
+        } else if first {
+            "config stored; the node leaves maintenance mode".to_string()
+        } else if changes.is_empty() {
+            "no changes".to_string()
+        } else if mode == ApplyMode::Staged {
+            "config stored; it takes effect at the next boot".to_string()
+        } else if needs_reboot {
+            "config stored; rebooting to apply it".to_string()
+        } else {
+            "config stored and applied".to_string()
+        };
+        let reboot = !req.dry_run && mode == ApplyMode::Auto && needs_reboot;
+        let response = ApplyConfigurationResponse {
+            changes: fields,
+            reboot,
+            message,
+        };
+        if req.dry_run || (!first && changes.is_empty()) {
+            return Ok(Response::new(response));
+        }
+        self.node.store.save(&req.data).map_err(|e| {
+            error!("cannot store the config: {e}");
+            Status::internal(e.to_string())
+        })?;
+        info!(
+            changes = changes.len(),
+            reboot, "machine config stored: {}", response.message
+        );
+        if reboot {
+            self.power(PowerAction::Reboot)?;
+        } else if mode != ApplyMode::Staged
+            && (first
+                || self
+                    .config
+                    .as_ref()
+                    .is_some_and(|old| old.api_identity_differs(&new)))
+        {
+            // The answer goes out before the server restarts: tonic's
+            // graceful shutdown finishes calls in flight.
+            self.restart.notify_one();
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn get_configuration(
+        &self,
+        request: Request<GetConfigurationRequest>,
+    ) -> Result<Response<GetConfigurationResponse>, Status> {
+        let role = self.access.authorize(Call::GetConfiguration, &request)?;
+        let stored = self
+            .node
+            .store
+            .load()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found("the node has no config"))?;
+        let redact = role < crate::role::Role::Admin;
+        let data = if redact {
+            NodeConfig::parse(&stored)
+                .map_err(Status::internal)?
+                .redacted_yaml()
+                .map_err(Status::internal)?
+        } else {
+            stored
+        };
+        Ok(Response::new(GetConfigurationResponse {
+            data,
+            redacted: redact,
+        }))
+    }
+
+    async fn reboot(
+        &self,
+        request: Request<RebootRequest>,
+    ) -> Result<Response<RebootResponse>, Status> {
+        self.access.authorize(Call::Reboot, &request)?;
+        self.power(PowerAction::Reboot)?;
+        Ok(Response::new(RebootResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        self.access.authorize(Call::Shutdown, &request)?;
+        self.power(PowerAction::PowerOff)?;
+        Ok(Response::new(ShutdownResponse {}))
+    }
+
+    type LogsStream = Streamed<LogLine>;
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        self.access.authorize(Call::Logs, &request)?;
+        let req = request.into_inner();
+        let path = logs::log_path(&self.node.log_dir, &req.service).map_err(|e| match e {
+            logs::LogsError::NoLog(_) => Status::not_found(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(logs::stream(path, req.tail, req.follow, tx));
+        let lines = ReceiverStream::new(rx).map(|r| {
+            r.map(|line| LogLine { line })
+                .map_err(|e| Status::internal(e.to_string()))
+        });
+        Ok(Response::new(Box::pin(lines)))
+    }
+
+    type DmesgStream = Streamed<KernelMessage>;
+
+    async fn dmesg(
+        &self,
+        request: Request<DmesgRequest>,
+    ) -> Result<Response<Self::DmesgStream>, Status> {
+        self.access.authorize(Call::Dmesg, &request)?;
+        let follow = request.into_inner().follow;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(kmsg::stream(self.node.kmsg.clone(), follow, tx));
+        let records =
+            ReceiverStream::new(rx).map(|r| r.map_err(|e| Status::internal(e.to_string())));
+        Ok(Response::new(Box::pin(records)))
+    }
+}
+
+impl Api {
+    /// Asks init for a reboot or power-off shortly after this call answers.
+    fn power(&self, action: PowerAction) -> Result<(), Status> {
+        // Check now that the signal can be sent, so a failure is reported.
+        nix::sys::signal::kill(self.node.init, None)
+            .map_err(|e| Status::internal(format!("cannot signal init: {e}")))?;
+        let init = self.node.init;
+        tokio::spawn(async move {
+            tokio::time::sleep(POWER_GRACE).await;
+            match power::request(init, action) {
+                Ok(()) => info!(?action, "asked init to {action:?}"),
+                Err(e) => error!(?action, "cannot signal init: {e}"),
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The node's hostname, as the kernel has it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Shows the maintenance fingerprint on the console, where the operator at
+/// the machine (or its serial log) can read it.
+fn announce(console: &std::path::Path, fingerprint: &str) {
+    use std::io::Write;
+    let line = format!(
+        "\nkiln: maintenance mode, machine API on port {}; TLS fingerprint (sha256):\nkiln:   {fingerprint}\n",
+        kiln_api_proto::PORT
+    );
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(console)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        warn!("cannot show the fingerprint on {}: {e}", console.display());
+    }
+}
+
+/// Serves the machine API on `listen` until `stop` completes, restarting
+/// the server whenever a stored config changes its mode or identity.
+pub async fn serve(
+    node: Arc<Node>,
+    listen: SocketAddr,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(stop);
+    loop {
+        let restart = Arc::new(Notify::new());
+        let (api, tls) = prepare(&node, restart.clone())?;
+        let mut stopped = false;
+        let server = Server::builder()
+            .tls_config(tls)
+            .map_err(Error::Tls)?
+            .add_service(MachineServer::new(api))
+            .serve_with_shutdown(listen, async {
+                tokio::select! {
+                    _ = restart.notified() => {}
+                    _ = &mut stop => stopped = true,
+                }
+            });
+        server.await.map_err(Error::Serve)?;
+        if stopped {
+            return Ok(());
+        }
+        info!("restarting the machine API with the stored config");
+    }
+}
+
+/// Chooses the mode from the stored config and makes the TLS identity.
+fn prepare(node: &Arc<Node>, restart: Arc<Notify>) -> Result<(Api, ServerTlsConfig), Error> {
+    let stored = match node.store.load() {
+        Ok(stored) => stored,
+        Err(e) => {
+            error!("cannot read the stored config ({e}): maintenance mode");
+            None
+        }
+    };
+    let config = stored.and_then(|data| match NodeConfig::parse(&data) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            error!("the stored config is invalid ({e}): maintenance mode");
+            None
+        }
+    });
+    let (access, tls) = match &config {
+        None => {
+            let id = Identity::self_signed(&node.names).map_err(Error::Identity)?;
+            // The operator passes this to `kilnctl --fingerprint`.
+            warn!(
+                fingerprint = %id.fingerprint,
+                "maintenance mode: no machine config; apply one with kilnctl --insecure"
+            );
+            if let Some(console) = &node.console {
+                announce(console, &id.fingerprint);
+            }
+            (
+                Access::Maintenance,
+                ServerTlsConfig::new().identity(TlsIdentity::from_pem(id.cert_pem, id.key_pem)),
+            )
+        }
+        Some(c) => {
+            let mut names = node.names.clone();
+            names.extend(c.cert_sans());
+            let (ca_cert, ca_key) = c.machine_ca();
+            let id = Identity::issued_by(ca_cert, ca_key, &names).map_err(Error::Identity)?;
+            info!(fingerprint = %id.fingerprint, "configured: mutual TLS with the machine CA");
+            (
+                Access::Configured,
+                ServerTlsConfig::new()
+                    .identity(TlsIdentity::from_pem(id.cert_pem, id.key_pem))
+                    .client_ca_root(Certificate::from_pem(ca_cert)),
+            )
+        }
+    };
+    Ok((
+        Api {
+            node: node.clone(),
+            access,
+            config,
+            restart,
+        },
+        tls,
+    ))
+}

@@ -1,0 +1,109 @@
+//! The stored machine config: one file on STATE, replaced atomically
+//! (temp file, fsync, rename, fsync of the directory) so a power cut leaves
+//! the old config or the new one, never a mix. Readable by root only: it
+//! holds the machine CA key and the join token.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use atomic_write_file::unix::OpenOptionsExt as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the node's config lives.
+pub struct ConfigStore {
+    path: PathBuf,
+}
+
+impl ConfigStore {
+    /// The config file `config.yaml` in `dir` (created on first save).
+    pub fn new(dir: &Path) -> ConfigStore {
+        ConfigStore {
+            path: dir.join("config.yaml"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored config, or `None` if the node has none yet.
+    pub fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the stored config with `data`, atomically and durably.
+    pub fn save(&self, data: &[u8]) -> Result<(), StoreError> {
+        let err = |source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let mut file = atomic_write_file::OpenOptions::new()
+            .preserve_mode(false)
+            .preserve_owner(false)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(err)?;
+        file.write_all(data).map_err(err)?;
+        file.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn none_until_saved_then_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::new(&dir.path().join("state"));
+        assert_eq!(store.load().unwrap(), None);
+        store.save(b"one").unwrap();
+        store.save(b"two").unwrap();
+        assert_eq!(store.load().unwrap().as_deref(), Some(&b"two"[..]));
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Only the config itself: no temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("config.yaml")]);
+    }
+
+    #[test]
+    fn unreadable_store_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be.
+        std::fs::create_dir_all(dir.path().join("config.yaml")).unwrap();
+        let err = ConfigStore::new(dir.path()).load().unwrap_err();
+        assert!(err.to_string().contains("config.yaml"), "{err}");
+    }
+}
