@@ -5,26 +5,25 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use kiln_config::{Cluster, Machine, MachineCa, MachineConfig, API_VERSION, KIND};
+use kiln_pki::{Ca, Role, Validity, CLIENT_VALIDITY};
 
 use crate::cli::GenConfigCommand;
 use crate::fsio::{self, OutFile};
 use crate::kilnconfig::{self, ClientConfig};
-use crate::pki::{self, Role};
 use crate::UsageError;
 
-/// The port apid listens on.
-const API_PORT: u16 = 50000;
+use kiln_api_proto::PORT as API_PORT;
 
 pub fn run(cmd: &GenConfigCommand) -> Result<()> {
     check_args(cmd)?;
     let (kubernetes_ca, generated_kubernetes_ca) = match &cmd.kubernetes_ca {
         Some(path) => (fsio::read_text(path)?, None),
         None => {
-            let ca = pki::new_ca("kubernetes")?;
+            let ca = Ca::generate("kubernetes")?;
             (ca.pem.cert_pem.clone(), Some(ca.pem))
         }
     };
-    let machine_ca = pki::new_ca(&format!("kiln machine CA ({})", cmd.cluster))?;
+    let machine_ca = Ca::generate(&format!("kiln machine CA ({})", cmd.cluster))?;
     let node = MachineConfig {
         api_version: API_VERSION.into(),
         kind: KIND.into(),
@@ -69,7 +68,8 @@ pub fn run(cmd: &GenConfigCommand) -> Result<()> {
         (cmd.cluster.clone(), Role::Admin),
         (format!("{}-reader", cmd.cluster), Role::Reader),
     ] {
-        let client = pki::client_cert(&machine_ca, &cmd.cluster, role)?;
+        let client =
+            machine_ca.client_cert(&cmd.cluster, role, Validity::from_now(CLIENT_VALIDITY))?;
         let context = kilnconfig::Context {
             endpoints: endpoints.clone(),
             nodes: cmd.node.clone(),

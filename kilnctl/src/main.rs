@@ -8,7 +8,6 @@ mod cli;
 mod fsio;
 mod gen;
 mod kilnconfig;
-mod pki;
 mod validate;
 
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Status};
 
-use crate::role::Role;
+use kiln_pki::Role;
 
 /// The machine API's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

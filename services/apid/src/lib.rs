@@ -3,7 +3,7 @@
 //!
 //! - `server`: the `Machine` service and the serve loop (maintenance or
 //!   configured mode, restarted in place when a config changes either).
-//! - `access`: which role each call needs; `role`: roles from certificates.
+//! - `access`: which role each call needs (roles come from kiln-pki).
 //! - `identity`: apid's TLS certificate (self-signed or machine-CA-signed).
 //! - `config`: the machine config as apid uses it; `store`: its file on STATE.
 //! - `logs`, `kmsg`, `power`: what the calls read and do on the node.
@@ -14,7 +14,6 @@ pub mod identity;
 mod kmsg;
 mod logs;
 mod power;
-pub mod role;
 pub mod server;
 pub mod store;
 

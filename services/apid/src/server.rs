@@ -172,7 +172,7 @@ impl Machine for Api {
             .load()
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::not_found("the node has no config"))?;
-        let redact = role < crate::role::Role::Admin;
+        let redact = role < kiln_pki::Role::Admin;
         let data = if redact {
             NodeConfig::parse(&stored)
                 .map_err(Status::internal)?

@@ -13,68 +13,51 @@ use kiln_api_proto::v1::{
     ApplyConfigurationRequest, ApplyMode, GetConfigurationRequest, LogsRequest, Mode,
     RebootRequest, VersionRequest,
 };
-use kiln_apid::role::Role;
+use kiln_pki::Role;
 use kiln_apid::{ConfigStore, Node};
 use nix::unistd::Pid;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use kiln_pki::{Ca, KeyedCert, Validity, CLIENT_VALIDITY};
 use tonic::Code;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A machine CA and certificates it issues.
 struct Pki {
-    ca_pem: String,
-    ca_key_pem: String,
-}
-
-struct ClientCert {
-    cert_pem: String,
-    key_pem: String,
+    ca: Ca,
 }
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![]).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let ca = params.self_signed(&key).unwrap();
         Pki {
-            ca_pem: ca.pem(),
-            ca_key_pem: key.serialize_pem(),
+            ca: Ca::generate(name).unwrap(),
         }
     }
 
-    fn client(&self, orgs: &[&str], expired: bool) -> ClientCert {
-        let issuer =
-            Issuer::from_ca_cert_pem(&self.ca_pem, KeyPair::from_pem(&self.ca_key_pem).unwrap())
-                .unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test client");
-        for o in orgs {
-            params.distinguished_name.push(DnType::OrganizationName, *o);
-        }
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
-        }
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        ClientCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
+    fn client(&self, orgs: &[&str], expired: bool) -> KeyedCert {
+        let validity = if expired {
+            let at = |secs| time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            // 2001 to 2002.
+            Validity {
+                not_before: at(978_307_200),
+                not_after: at(1_009_843_200),
+            }
+        } else {
+            Validity::from_now(CLIENT_VALIDITY)
+        };
+        self.ca
+            .client_cert_with_organizations("test client", orgs, validity)
+            .unwrap()
     }
 
-    fn role(&self, role: Role) -> ClientCert {
-        self.client(&[&role.organization()], false)
+    fn role(&self, role: Role) -> KeyedCert {
+        self.ca
+            .client_cert("test", role, Validity::from_now(CLIENT_VALIDITY))
+            .unwrap()
     }
 
-    fn trust(&self, client: &ClientCert) -> Trust {
+    fn trust(&self, client: &KeyedCert) -> Trust {
         Trust::Mutual {
-            ca_pem: self.ca_pem.clone(),
+            ca_pem: self.ca.pem.cert_pem.clone(),
             cert_pem: client.cert_pem.clone(),
             key_pem: client.key_pem.clone(),
         }
@@ -92,9 +75,9 @@ impl Pki {
             "apiVersion: kiln.dev/v1alpha1\nkind: MachineConfig\nhostname: {hostname}\n\
              cluster:\n  endpoint: https://10.0.0.1:6443\n  token: abcdef.0123456789abcdef\n  ca: |\n{}\n\
              machine:\n  ca:\n    cert: |\n{}\n    key: |\n{}\n",
-            indent(&self.ca_pem, 4),
-            indent(&self.ca_pem, 6),
-            indent(&self.ca_key_pem, 6),
+            indent(&self.ca.pem.cert_pem, 4),
+            indent(&self.ca.pem.cert_pem, 6),
+            indent(&self.ca.pem.key_pem, 6),
         )
     }
 }
@@ -279,7 +262,7 @@ async fn maintenance_then_configured_with_roles() {
     let stranger = other.role(Role::Admin);
     assert!(
         refused(Trust::Mutual {
-            ca_pem: pki.ca_pem.clone(),
+            ca_pem: pki.ca.pem.cert_pem.clone(),
             cert_pem: stranger.cert_pem.clone(),
             key_pem: stranger.key_pem.clone(),
         })
