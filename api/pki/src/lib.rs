@@ -149,9 +149,7 @@ impl Ca {
             .distinguished_name
             .push(DnType::CommonName, common_name);
         for o in organizations {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, *o);
+            params.distinguished_name.push(DnType::OrganizationName, *o);
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -13,10 +13,10 @@ use kiln_api_proto::v1::{
     ApplyConfigurationRequest, ApplyMode, GetConfigurationRequest, LogsRequest, Mode,
     RebootRequest, VersionRequest,
 };
-use kiln_pki::Role;
 use kiln_apid::{ConfigStore, Node};
-use nix::unistd::Pid;
+use kiln_pki::Role;
 use kiln_pki::{Ca, KeyedCert, Validity, CLIENT_VALIDITY};
+use nix::unistd::Pid;
 use tonic::Code;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
