@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use kiln_config::{Cluster, Machine, MachineCa, MachineConfig, API_VERSION, KIND};
+use kiln_config::{Cluster, Machine, MachineCa, MachineConfig};
 use kiln_pki::{Ca, Role, Validity, CLIENT_VALIDITY};
 
 use crate::cli::GenConfigCommand;
@@ -24,31 +24,20 @@ pub fn run(cmd: &GenConfigCommand) -> Result<()> {
         }
     };
     let machine_ca = Ca::generate(&format!("kiln machine CA ({})", cmd.cluster))?;
-    let node = MachineConfig {
-        api_version: API_VERSION.into(),
-        kind: KIND.into(),
-        hostname: None,
-        network: Default::default(),
-        time: Default::default(),
-        kubelet: Default::default(),
-        kube_proxy: Default::default(),
-        registries: Default::default(),
-        install: None,
-        sysctls: BTreeMap::new(),
-        kernel: Default::default(),
-        cluster: Cluster {
+    let node = MachineConfig::new(
+        Cluster {
             endpoint: cmd.endpoint.clone(),
             ca: kubernetes_ca,
             token: bootstrap_token()?,
         },
-        machine: Machine {
+        Machine {
             ca: MachineCa {
                 cert: machine_ca.pem.cert_pem.clone(),
                 key: machine_ca.pem.key_pem.clone(),
             },
             cert_sans: Vec::new(),
         },
-    };
+    );
     // The node would refuse it; so do we (e.g. a --kubernetes-ca that is not PEM).
     kiln_config::validate(&node).context("the generated node config is invalid")?;
 

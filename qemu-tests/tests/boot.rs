@@ -8,6 +8,11 @@
 //!    the filesystems are clean.
 //! 2. The same disk again: nothing to grow, the data written on the first
 //!    boot is still there.
+//!
+//! The disk boots also drive the machine API through a port forward: the
+//! first boot comes up in maintenance mode and takes its first config
+//! (x86_64; aarch64 makes one call), the second comes up configured with it.
+//!
 //! 3. The PXE set booted directly (`-kernel/-initrd/-append`) with no disk:
 //!    the same services with /var on tmpfs; a hot-plugged device gets its
 //!    driver from the hotplug service.
@@ -16,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_qemu_tests::{prepare_disk, Arch, Boot, Machine, MachineConfig};
+use kiln_qemu_tests::{free_loopback_port, prepare_disk, Arch, Boot, Machine, MachineConfig};
 use regex::Regex;
+
+mod machine_api;
 
 /// Under TCG a full UEFI boot takes 20–60 s; leave room for a loaded CI box.
 const BOOT: Duration = Duration::from_secs(240);
@@ -41,15 +48,20 @@ fn re(s: &str) -> Regex {
     Regex::new(s).expect("test regex")
 }
 
+/// A match's first capture group, or its line.
+fn first_capture(found: kiln_qemu_tests::Match) -> String {
+    found
+        .captures
+        .get(1)
+        .cloned()
+        .flatten()
+        .unwrap_or(found.line)
+}
+
 /// Waits for `pattern` and returns its first capture group (or the line).
 fn expect(m: &mut Machine, pattern: &str, timeout: Duration) -> String {
     match m.wait_for(&re(pattern), timeout) {
-        Ok(found) => found
-            .captures
-            .get(1)
-            .cloned()
-            .flatten()
-            .unwrap_or(found.line),
+        Ok(found) => first_capture(found),
         Err(e) => panic!("{e}"),
     }
 }
@@ -57,13 +69,16 @@ fn expect(m: &mut Machine, pattern: &str, timeout: Duration) -> String {
 /// The first capture group (or the line) of an earlier console line.
 fn saw(m: &Machine, pattern: &str) -> String {
     match m.find(&re(pattern)) {
-        Some(found) => found
-            .captures
-            .get(1)
-            .cloned()
-            .flatten()
-            .unwrap_or(found.line),
+        Some(found) => first_capture(found),
         None => panic!("console never showed /{pattern}/:\n{}", m.console()),
+    }
+}
+
+/// Like [`expect`] for a line that may have been printed already.
+fn seen_or_expect(m: &mut Machine, pattern: &str, timeout: Duration) -> String {
+    match m.find(&re(pattern)) {
+        Some(found) => first_capture(found),
+        None => expect(m, pattern, timeout),
     }
 }
 
@@ -164,9 +179,11 @@ fn disk_boot_twice(arch: Arch) {
     .unwrap();
 
     // First boot: grows EPHEMERAL to the 2 GiB disk.
+    let api_port = free_loopback_port().unwrap();
     let config = MachineConfig::new(arch, Boot::Uefi)
         .disk(&disk)
-        .hotplug_slot(true);
+        .hotplug_slot(true)
+        .forward(api_port, 50000);
     let mut m = Machine::launch(config).unwrap();
     expect_boot(&mut m);
     let loaded = saw(&m, r"modules loaded: loaded=\[([^\]]*)\]");
@@ -181,13 +198,38 @@ fn disk_boot_twice(arch: Arch) {
     saw(&m, r"boot_count=1$");
     let id = saw(&m, r"machine_id=([0-9a-f]{32})");
     saw(&m, "services ready: hotplug=Healthy");
+    let fingerprint = seen_or_expect(&mut m, r"kiln:   ([0-9a-f]{2}(?::[0-9a-f]{2}){31})", STEP);
+    let cluster = machine_api::TestCluster::new("node-1");
+    let rt = machine_api::runtime();
+    if arch == Arch::X86_64 {
+        rt.block_on(machine_api::first_config(
+            api_port,
+            &fingerprint,
+            arch.name(),
+            &cluster,
+        ));
+        expect(&mut m, "machine config stored", STEP);
+    } else {
+        // A smoke call: the same API answers on arm64.
+        rt.block_on(machine_api::maintenance_version(
+            api_port,
+            &fingerprint,
+            arch.name(),
+        ));
+    }
     power_off(&mut m, true);
     drop(m);
     assert_fs_clean(&disk, 2);
     assert_fs_clean(&disk, 3);
 
     // Second boot of the same disk: nothing to grow, data intact.
-    let mut m = Machine::launch(MachineConfig::new(arch, Boot::Uefi).disk(&disk)).unwrap();
+    let api_port = free_loopback_port().unwrap();
+    let mut m = Machine::launch(
+        MachineConfig::new(arch, Boot::Uefi)
+            .disk(&disk)
+            .forward(api_port, 50000),
+    )
+    .unwrap();
     expect_boot(&mut m);
     saw(&m, r"boot_count=2$");
     let id2 = saw(&m, r"machine_id=([0-9a-f]{32})");
@@ -198,6 +240,12 @@ fn disk_boot_twice(arch: Arch) {
         "grew again on the second boot"
     );
     if arch == Arch::X86_64 {
+        // The config was kept on STATE: no maintenance mode this time.
+        rt.block_on(machine_api::configured_again(api_port, &cluster));
+        assert!(
+            !m.console().contains("maintenance mode"),
+            "maintenance mode although a config is stored"
+        );
         // ctrl-alt-del reaches PID 1 as SIGINT: an orderly reboot (QEMU
         // runs with -no-reboot, so it exits). aarch64's virt board has no
         // PS/2 keyboard to press it on.

@@ -42,6 +42,26 @@ struct Header {
 }
 
 impl MachineConfig {
+    /// A config with the required sections and every other one at its
+    /// default (not yet validated).
+    pub fn new(cluster: Cluster, machine: Machine) -> Self {
+        Self {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            hostname: None,
+            network: Network::default(),
+            time: Time::default(),
+            kubelet: Kubelet::default(),
+            kube_proxy: KubeProxy::default(),
+            registries: Registries::default(),
+            install: None,
+            sysctls: std::collections::BTreeMap::new(),
+            kernel: Kernel::default(),
+            cluster,
+            machine,
+        }
+    }
+
     /// Parses and validates a YAML document.
     pub fn from_yaml(yaml: &str) -> Result<Self, ConfigError> {
         if let Ok(header) = serde_norway::from_str::<Header>(yaml) {
