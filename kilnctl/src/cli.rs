@@ -14,6 +14,25 @@ use argh::FromArgs;
     error_code(2, "usage error: unknown or malformed arguments")
 )]
 pub struct Cli {
+    /// client config file (default: $KILNCONFIG, else ~/.kiln/config)
+    #[argh(option)]
+    pub kilnconfig: Option<PathBuf>,
+    /// context of the client config to use (default: its current one)
+    #[argh(option)]
+    pub context: Option<String>,
+    /// nodes to call, comma-separated host[:port] (default: the context's)
+    #[argh(option, short = 'n')]
+    pub nodes: Option<String>,
+    /// maintenance mode: no client certificate; trust the node's key by
+    /// --fingerprint (or, without it, blindly)
+    #[argh(switch)]
+    pub insecure: bool,
+    /// with --insecure: the SHA-256 fingerprint the node shows on its console
+    #[argh(option)]
+    pub fingerprint: Option<String>,
+    /// output: text (default) or json (one object a line, labelled by node)
+    #[argh(option, short = 'o', default = "String::from(\"text\")")]
+    pub output: String,
     #[argh(subcommand)]
     pub command: Command,
 }
@@ -23,6 +42,83 @@ pub struct Cli {
 pub enum Command {
     Validate(ValidateCommand),
     Gen(GenCommand),
+    Version(VersionCommand),
+    Apply(ApplyCommand),
+    GetConfig(GetConfigCommand),
+    Reboot(RebootCommand),
+    Shutdown(ShutdownCommand),
+    Logs(LogsCommand),
+    Dmesg(DmesgCommand),
+}
+
+/// Show each node's Kiln version, architecture and mode.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "version")]
+pub struct VersionCommand {}
+
+/// Apply a machine config to the nodes. The node validates it (errors name
+/// the field), shows what changed and whether that needs a reboot.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "apply",
+    example = "First config of a node in maintenance mode:\n  $ {command_name} --insecure --fingerprint ab:cd:… -n 10.0.0.21 ./prod/node.yaml",
+    example = "Preview a change:\n  $ {command_name} --dry-run ./prod/node.yaml"
+)]
+pub struct ApplyCommand {
+    /// machine config YAML
+    #[argh(positional)]
+    pub file: PathBuf,
+    /// auto (reboot only if needed), no-reboot (refuse changes that need
+    /// one), staged (next boot); default auto
+    #[argh(option, default = "String::from(\"auto\")")]
+    pub mode: String,
+    /// show the changes, store nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+}
+
+/// Print the stored machine config (secrets redacted unless admin).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "get-config")]
+pub struct GetConfigCommand {}
+
+/// Reboot the nodes in order: services stopped, disks unmounted.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reboot")]
+pub struct RebootCommand {}
+
+/// Power the nodes off in order.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "shutdown")]
+pub struct ShutdownCommand {}
+
+/// Print a service's log; with -f, keep printing until ctrl-c.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "logs",
+    example = "$ {command_name} -f --tail 20 apid"
+)]
+pub struct LogsCommand {
+    /// service id (hotplug, netd, apid, …)
+    #[argh(positional)]
+    pub service: String,
+    /// only the last N lines first (0: all)
+    #[argh(option, default = "0")]
+    pub tail: u32,
+    /// follow new lines
+    #[argh(switch, short = 'f')]
+    pub follow: bool,
+}
+
+/// Print the kernel log; with -f, keep printing until ctrl-c.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "dmesg")]
+pub struct DmesgCommand {
+    /// follow new messages
+    #[argh(switch, short = 'f')]
+    pub follow: bool,
 }
 
 /// Validate machine config files offline, with the node's own rules: every

@@ -16,7 +16,7 @@ pub struct ClientConfig {
 }
 
 /// Where to connect and with which credentials.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Context {
     /// Addresses kilnctl connects to.

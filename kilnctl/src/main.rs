@@ -4,6 +4,7 @@
 //! file that exists, an I/O error), 2 usage (unknown flags, missing or
 //! malformed arguments).
 
+mod call;
 mod cli;
 mod fsio;
 mod gen;
@@ -50,10 +51,11 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        cli::Command::Validate(cmd) => validate::run(&cmd),
+        cli::Command::Validate(ref cmd) => validate::run(cmd),
         cli::Command::Gen(cli::GenCommand {
-            command: cli::GenSubcommand::Config(cmd),
-        }) => gen::run(&cmd).map(|()| true),
+            command: cli::GenSubcommand::Config(ref cmd),
+        }) => gen::run(cmd).map(|()| true),
+        _ => call::run(&cli),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
