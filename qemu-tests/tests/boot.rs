@@ -197,7 +197,10 @@ fn disk_boot_twice(arch: Arch) {
     assert!(mib > 1700, "EPHEMERAL is {mib} MiB on a 2 GiB disk");
     saw(&m, r"boot_count=1$");
     let id = saw(&m, r"machine_id=([0-9a-f]{32})");
-    saw(&m, "services ready: hotplug=Healthy");
+    saw(
+        &m,
+        "services ready: apid=Healthy hotplug=Healthy netd=Healthy ",
+    );
     let fingerprint = seen_or_expect(&mut m, r"kiln:   ([0-9a-f]{2}(?::[0-9a-f]{2}){31})", STEP);
     let cluster = machine_api::TestCluster::new("node-1");
     let rt = machine_api::runtime();
@@ -276,7 +279,10 @@ fn pxe_boot(arch: Arch) {
         r#"cannot load module: unknown module "no_such_module".* module=no_such_module"#,
     );
     saw(&m, "/var is tmpfs, nothing will persist");
-    saw(&m, "services ready: hotplug=Healthy");
+    saw(
+        &m,
+        "services ready: apid=Healthy hotplug=Healthy netd=Healthy ",
+    );
     // A device plugged in after boot gets its driver from the hotplug
     // service. (Checked here: with no firmware the kernel assigns the hot
     // slot's resources itself; OVMF leaves an empty root port without any.)

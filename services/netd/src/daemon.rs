@@ -70,7 +70,16 @@ pub async fn serve(
         tasks: JoinSet::new(),
         shutdown: shutdown.clone(),
     };
-    for link in net.links().await? {
+    let links = net.links().await?;
+    // Loopback first, whatever the settings: local clients (the
+    // supervisor's health checks, kubelet to the CRI) need 127.0.0.1.
+    if let Some(lo) = links.iter().find(|l| l.name == "lo" && !l.up) {
+        match net.set_up(lo.index, None).await {
+            Ok(()) => info!("loopback up"),
+            Err(e) => warn!("cannot bring up lo: {e}"),
+        }
+    }
+    for link in links {
         d.changed(link).await;
     }
     loop {
