@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::link::LinkTask;
 use crate::netlink::{Link, LinkEvent, Net};
 use crate::settings::{LinkSelector, Settings};
-use crate::status::{LinkState, Reporter, Status};
+use crate::status::{Reporter, Status};
 use crate::Error;
 
 /// Where netd writes what it does not hand to the kernel.
@@ -171,18 +171,7 @@ impl Daemon {
         }
         self.slots[i].vlan_parent = None;
         self.report.update(i, |l| {
-            *l = crate::status::LinkStatus {
-                selector: l.selector.clone(),
-                name: None,
-                index: None,
-                mac: None,
-                carrier: false,
-                state: LinkState::Waiting,
-                addresses: Vec::new(),
-                routes: Vec::new(),
-                lease: None,
-                error: None,
-            }
+            *l = crate::status::LinkStatus::waiting(l.selector.clone())
         });
     }
 

@@ -51,6 +51,24 @@ pub struct LinkStatus {
     pub error: Option<String>,
 }
 
+impl LinkStatus {
+    /// A selector no link matches (yet).
+    pub fn waiting(selector: String) -> LinkStatus {
+        LinkStatus {
+            selector,
+            name: None,
+            index: None,
+            mac: None,
+            carrier: false,
+            state: LinkState::Waiting,
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            lease: None,
+            error: None,
+        }
+    }
+}
+
 /// Where a link is in its configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -148,18 +166,7 @@ impl Reporter {
             links: settings
                 .links
                 .iter()
-                .map(|l| LinkStatus {
-                    selector: l.select.to_string(),
-                    name: None,
-                    index: None,
-                    mac: None,
-                    carrier: false,
-                    state: LinkState::Waiting,
-                    addresses: Vec::new(),
-                    routes: Vec::new(),
-                    lease: None,
-                    error: None,
-                })
+                .map(|l| LinkStatus::waiting(l.select.to_string()))
                 .collect(),
         });
         Reporter {

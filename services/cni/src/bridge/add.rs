@@ -13,20 +13,18 @@ use crate::error::{Error, Result};
 use crate::netconf::NetConf;
 use crate::nl::Netlink;
 use crate::result::{CniResult, Interface, Route};
-use crate::{netns, sysctl};
+use crate::sysctl;
 
 /// Attempts at a free random host-side veth name before giving up.
 const VETH_NAME_TRIES: usize = 4;
 
 pub async fn add(conf: &NetConf, bc: &BridgeConf, ipam: &Ipam, args: &Args) -> Result<CniResult> {
-    let path = args.netns.as_ref().ok_or(Error::InvalidEnv {
-        name: "CNI_NETNS",
-        why: "not set".into(),
-    })?;
-    let ns =
-        netns::open(path)?.ok_or_else(|| Error::UnknownContainer(args.container_id.clone()))?;
-    let host = Netlink(netns::connect(None)?);
-    let pod = Netlink(netns::connect(Some(&ns))?);
+    let super::PodNs {
+        path,
+        ns,
+        host,
+        pod,
+    } = super::PodNs::open(args)?;
     if pod.link(&args.ifname).await?.is_some() {
         return Err(Error::config(
             "CNI_IFNAME",

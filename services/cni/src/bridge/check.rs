@@ -5,8 +5,6 @@ use crate::delegate::Ipam;
 use crate::env::Args;
 use crate::error::{Error, Result};
 use crate::netconf::NetConf;
-use crate::netns;
-use crate::nl::Netlink;
 
 pub async fn check(conf: &NetConf, bc: &BridgeConf, ipam: &Ipam, args: &Args) -> Result<()> {
     let prev = conf
@@ -14,14 +12,9 @@ pub async fn check(conf: &NetConf, bc: &BridgeConf, ipam: &Ipam, args: &Args) ->
         .as_ref()
         .ok_or_else(|| Error::config("prevResult", "required by CHECK"))?;
     ipam.check(conf, args, prev)?;
-    let path = args.netns.as_ref().ok_or(Error::InvalidEnv {
-        name: "CNI_NETNS",
-        why: "not set".into(),
-    })?;
-    let ns =
-        netns::open(path)?.ok_or_else(|| Error::UnknownContainer(args.container_id.clone()))?;
-    let host = Netlink(netns::connect(None)?);
-    let pod = Netlink(netns::connect(Some(&ns))?);
+    let super::PodNs {
+        path, host, pod, ..
+    } = super::PodNs::open(args)?;
 
     let br = host
         .link(&bc.bridge)

@@ -72,6 +72,34 @@ impl BridgeConf {
     }
 }
 
+/// The pod's network namespace (CNI_NETNS) and netlink in it and in the
+/// host's, which ADD and CHECK both need.
+struct PodNs<'a> {
+    path: &'a std::path::Path,
+    ns: std::fs::File,
+    host: Netlink,
+    pod: Netlink,
+}
+
+impl<'a> PodNs<'a> {
+    fn open(args: &'a Args) -> Result<PodNs<'a>> {
+        let path = args.netns.as_deref().ok_or(Error::InvalidEnv {
+            name: "CNI_NETNS",
+            why: "not set".into(),
+        })?;
+        let ns =
+            netns::open(path)?.ok_or_else(|| Error::UnknownContainer(args.container_id.clone()))?;
+        let host = Netlink(netns::connect(None)?);
+        let pod = Netlink(netns::connect(Some(&ns))?);
+        Ok(PodNs {
+            path,
+            ns,
+            host,
+            pod,
+        })
+    }
+}
+
 pub async fn run(conf: &NetConf, args: &Args) -> Result<Option<CniResult>> {
     let bc = BridgeConf::parse(conf)?;
     let ipam = Ipam::new(conf, args)?;
