@@ -73,15 +73,21 @@ impl Validity {
     }
 }
 
+/// Certificate parameters whose subject is just `CN=common_name`.
+fn named(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+}
+
 impl Ca {
     /// A new self-signed CA that may sign leaf certificates only.
     pub fn generate(common_name: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::generate().map_err(PkiError::Key)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        let mut params = named(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -143,11 +149,7 @@ impl Ca {
         validity: Validity,
     ) -> Result<KeyedCert, PkiError> {
         let key = KeyPair::generate().map_err(PkiError::Key)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        let mut params = named(common_name);
         for o in organizations {
             params.distinguished_name.push(DnType::OrganizationName, *o);
         }
