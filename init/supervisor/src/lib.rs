@@ -580,16 +580,25 @@ async fn after_exit(
 ) {
     // Taken before the state is announced, so a request made on seeing it
     // is not missed.
-    let generation = desired.borrow_and_update().generation;
-    let restart = match svc.spec.restart {
-        RestartPolicy::Always => true,
-        RestartPolicy::OnFailure => !success,
-        RestartPolicy::Never => false,
+    let (generation, wanted) = {
+        let d = desired.borrow_and_update();
+        (d.generation, d.run)
     };
     let state = if success {
         State::Finished
     } else {
         State::Failed
+    };
+    if !wanted {
+        // A stop came while the process was exiting: no restart, and no
+        // wait for a newer request (the stop already is the newest).
+        set_state(inner, svc, state, format!("{what}; stop requested"), None);
+        return;
+    }
+    let restart = match svc.spec.restart {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => !success,
+        RestartPolicy::Never => false,
     };
     if !restart {
         set_state(inner, svc, state, format!("{what}; not restarted"), None);
