@@ -290,6 +290,8 @@ fn test(root: &Path, no_qemu: bool) -> Result<()> {
             "kiln-qemu-tests",
         ]),
     )?;
+    step("fuzzing the machine config parser");
+    fuzz_config_parser(root)?;
     if no_qemu {
         return totals.finish();
     }
@@ -311,6 +313,37 @@ fn test(root: &Path, no_qemu: bool) -> Result<()> {
             .env("KILN_OUT_DIR", root.join("out")),
     )?;
     totals.finish()
+}
+
+/// How long CI fuzzes the machine config parser (the corpus lives beside
+/// the build cache, so later runs on the same machine start from it).
+const FUZZ_SECONDS: u32 = 60;
+
+/// Runs the config parser's fuzz target for a bounded time. cargo-fuzz
+/// wants nightly flags; stable rustc accepts them under RUSTC_BOOTSTRAP, so
+/// no second toolchain is needed. A crash fails the run with libFuzzer's
+/// reproducer path.
+fn fuzz_config_parser(root: &Path) -> Result<()> {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("fuzz");
+    let corpus = target_dir.join("corpus-parse");
+    std::fs::create_dir_all(&corpus)?;
+    run(Command::new(env!("CARGO"))
+        .current_dir("api/config")
+        .args([
+            "fuzz",
+            "run",
+            "parse",
+            "--sanitizer",
+            "none",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .arg(&corpus)
+        .args(["--", &format!("-max_total_time={FUZZ_SECONDS}")])
+        .env("RUSTC_BOOTSTRAP", "1"))
 }
 
 /// Test counts summed over every `cargo test` run, from libtest's

@@ -1,8 +1,8 @@
 //! Installs what is missing on a fresh Debian 12 machine: QEMU (from
 //! bookworm-backports, to match the qemu-utils the machine ships), UEFI
 //! firmware, Debian's Rust toolchain with the arm64 std and cross linker, and
-//! the filesystem tools tests use to check images. Idempotent and quiet when
-//! everything is there.
+//! the filesystem tools tests use to check images, and the cargo tools the
+//! test command runs. Idempotent and quiet when everything is there.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,7 +39,31 @@ const MAIN: &[&str] = &[
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 
+/// Cargo subcommands the test command runs: (subcommand, crate).
+const CARGO_TOOLS: &[(&str, &str)] = &[("fuzz", "cargo-fuzz")];
+
 pub fn install_missing() -> Result<()> {
+    install_apt_packages()?;
+    install_cargo_tools()
+}
+
+/// `cargo install` for each tool whose subcommand does not answer.
+fn install_cargo_tools() -> Result<()> {
+    for (subcommand, krate) in CARGO_TOOLS {
+        let present = Command::new(env!("CARGO"))
+            .args([subcommand, "--version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            step(&format!("installing {krate}"));
+            crate::run(Command::new(env!("CARGO")).args(["install", "--locked", krate]))?;
+        }
+    }
+    Ok(())
+}
+
+fn install_apt_packages() -> Result<()> {
     let missing_main: Vec<&str> = MAIN.iter().copied().filter(|p| !installed(p)).collect();
     let missing_bpo: Vec<&str> = BACKPORTS
         .iter()
