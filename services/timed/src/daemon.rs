@@ -245,11 +245,11 @@ impl<C: Clock + ?Sized> Daemon<'_, C> {
             Correction::Slew => "slewing",
         };
         let detail = format!(
-            "{verb} by {} from {} (stratum {}, delay {}, best of {})",
+            "{verb} by {} from {} (stratum {}, delay {:.3} ms, best of {})",
             seconds(offset),
             sync.server,
             m.stratum,
-            seconds(m.sample.delay_ns),
+            m.sample.delay_ns as f64 / 1e6,
             m.samples
         );
         if !self.synced {
