@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(l.t2, Duration::from_secs(3150));
         assert_eq!(l.routes, vec![(default_v4(), Ipv4Addr::new(10, 9, 0, 1))]);
         assert_eq!(l.dns, vec![Ipv4Addr::new(10, 9, 0, 53)]);
-        assert_eq!(l.ntp, vec![]);
+        assert!(l.ntp.is_empty());
         let r = l.kernel_routes();
         assert_eq!(r[0].source, Some("10.9.0.50".parse().unwrap()));
         assert!(r[0].dhcp);
