@@ -29,8 +29,11 @@ pub fn definitions() -> Vec<ServiceSpec> {
     // timed is healthy once the clock was synced this boot. Nothing that
     // must run on a node without an NTP server (apid) depends on it; what
     // needs true time (kubelet) will.
+    // The marker is there or not: one failed probe is "not synced (yet)",
+    // so the boot's settle wait does not wait for time.
     let synced = HealthCheck {
         interval: std::time::Duration::from_secs(1),
+        failure_threshold: 1,
         ..HealthCheck::new(Probe::File(PathBuf::from(TIME_SYNCED)))
     };
     vec![
