@@ -114,7 +114,7 @@ impl Sources {
     /// files.
     pub fn read(&self) -> ServerList {
         let mut problems = Vec::new();
-        match self.from_config() {
+        match self.read_config() {
             Ok(servers) if !servers.is_empty() => {
                 return ServerList {
                     servers,
@@ -125,7 +125,7 @@ impl Sources {
             Ok(_) => {}
             Err(p) => problems.push(p),
         }
-        match self.from_netd() {
+        match self.read_netd() {
             Ok(servers) if !servers.is_empty() => {
                 return ServerList {
                     servers,
@@ -143,7 +143,7 @@ impl Sources {
         }
     }
 
-    fn from_config(&self) -> Result<Vec<Server>, String> {
+    fn read_config(&self) -> Result<Vec<Server>, String> {
         let name = self.config.display();
         let text = match std::fs::read_to_string(&self.config) {
             Ok(t) => t,
@@ -161,7 +161,7 @@ impl Sources {
             .collect()
     }
 
-    fn from_netd(&self) -> Result<Vec<Server>, String> {
+    fn read_netd(&self) -> Result<Vec<Server>, String> {
         let name = self.netd.display();
         let text = match std::fs::read_to_string(&self.netd) {
             Ok(t) => t,

@@ -66,7 +66,7 @@ async fn a_small_skew_is_slewed_not_stepped() {
     let chrony = Chrony::start().await;
     // By name: "localhost" is resolved like any configured host name.
     let server = format!("localhost:{}", chrony.port);
-    let mut timed = Timed::start(60_000_000, &[server.clone()], fast_timing());
+    let mut timed = Timed::start(60_000_000, std::slice::from_ref(&server), fast_timing());
     let st = timed.wait("sync", WITHIN, |s| s.synced).await;
     let sync = st.last_sync.expect("last sync");
     assert_eq!(sync.correction, Correction::Slew);
