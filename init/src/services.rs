@@ -1,6 +1,6 @@
 //! The node's services, in dependency order. Each runs as a personality of
 //! `/usr/bin/kiln` in its own process, under the supervisor; later services
-//! (machine API, networking, time, CRI, kubelet) join this list as they land.
+//! (CRI, kubelet) join this list as they land.
 
 use std::path::PathBuf;
 
@@ -17,6 +17,8 @@ const KILN: &str = "/usr/bin/kiln";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/kiln";
 /// Services' stdout/stderr, one file per service.
 const LOG_DIR: &str = "/var/log/kiln";
+/// timed's marker (`kiln_timed::SYNCED_MARKER`; a test keeps them equal).
+const TIME_SYNCED: &str = "/run/kiln/time-synced";
 /// The longest the boot waits for services to come up before it reports.
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -24,9 +26,23 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 pub fn definitions() -> Vec<ServiceSpec> {
     // apid is healthy once its port accepts connections (TLS comes after).
     let api_port = std::net::SocketAddr::from(([127, 0, 0, 1], 50000));
+    // timed is healthy once the clock was synced this boot. Nothing that
+    // must run on a node without an NTP server (apid) depends on it; what
+    // needs true time (kubelet) will.
+    // The marker is there or not: one failed probe is "not synced (yet)",
+    // so the boot's settle wait does not wait for time.
+    let synced = HealthCheck {
+        interval: std::time::Duration::from_secs(1),
+        failure_threshold: 1,
+        ..HealthCheck::new(Probe::File(PathBuf::from(TIME_SYNCED)))
+    };
     vec![
         ServiceSpec::new("hotplug", [KILN, "hotplug"]).restart(RestartPolicy::Always),
         ServiceSpec::new("netd", [KILN, "netd"]).restart(RestartPolicy::Always),
+        ServiceSpec::new("timed", [KILN, "timed"])
+            .depends_on(&["netd"])
+            .restart(RestartPolicy::Always)
+            .health(synced),
         ServiceSpec::new("apid", [KILN, "apid"])
             .restart(RestartPolicy::Always)
             .health(HealthCheck::new(Probe::TcpConnect(api_port))),
@@ -65,12 +81,18 @@ pub async fn start(boot: &Boot, reaper: Reaper) -> Option<Supervisor> {
 
 /// Waits until every service is healthy or has failed (bounded), so "boot
 /// complete" means the node is up, and its time is the boot's real end.
+/// Unhealthy counts as settled: its checks have failed their threshold and
+/// it is reported as such (timed on a node with no NTP server stays so
+/// until one is configured; the boot does not wait for that).
 async fn wait_until_settled(supervisor: &Supervisor) {
     let mut events = supervisor.subscribe();
     let settled = |s: &Supervisor| {
-        s.list()
-            .iter()
-            .all(|st| matches!(st.state, State::Healthy | State::Failed | State::Finished))
+        s.list().iter().all(|st| {
+            matches!(
+                st.state,
+                State::Healthy | State::Unhealthy | State::Failed | State::Finished
+            )
+        })
     };
     let wait = async {
         while !settled(supervisor) {
@@ -102,4 +124,29 @@ fn own_rss_kib() -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_is_healthy_on_timeds_own_marker() {
+        let defs = definitions();
+        let timed = defs.iter().find(|s| s.id == "timed").expect("timed");
+        let probe = &timed.health.as_ref().expect("a health check").probe;
+        assert_eq!(
+            *probe,
+            Probe::File(PathBuf::from(kiln_timed::SYNCED_MARKER))
+        );
+        assert_eq!(timed.depends_on, ["netd"]);
+    }
+
+    #[test]
+    fn apid_does_not_wait_for_time() {
+        // A node with no NTP server must still be reachable to be given one.
+        let defs = definitions();
+        let apid = defs.iter().find(|s| s.id == "apid").expect("apid");
+        assert!(!apid.depends_on.iter().any(|d| d == "timed"));
+    }
 }

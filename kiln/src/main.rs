@@ -16,6 +16,7 @@ personalities:
   hotplug   service: loads drivers for devices added after boot
   netd      service: host networking (links, addresses, routes, DHCPv4, DNS)
   apid      service: the machine API (gRPC over TLS on TCP 50000)
+  timed     service: time sync (SNTP client; steps, slews, writes the RTC)
   modprobe  the kernel's module loader helper (/sbin/modprobe)
 ";
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Some("hotplug") => service(kiln_hotplug::run),
         Some("netd") => service(kiln_netd::run),
         Some("apid") => service(kiln_apid::run),
+        Some("timed") => service(kiln_timed::run),
         Some("modprobe") => modprobe::main(args),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -147,6 +147,9 @@ pub struct MachineConfig {
     /// Nothing this machine does may take longer than this, counted from
     /// launch (default 900 s): every wait is cut to it.
     pub deadline: Duration,
+    /// Where the guest's RTC starts (`-rtc base=`): `YYYY-MM-DD` or
+    /// `YYYY-MM-DDTHH:MM:SS`, UTC. Default: the host's time.
+    pub rtc_base: Option<String>,
     /// Appended to QEMU's command line as given.
     pub extra_args: Vec<String>,
 }
@@ -163,6 +166,7 @@ impl MachineConfig {
             hotplug_slot: false,
             no_reboot: true,
             deadline: Duration::from_secs(900),
+            rtc_base: None,
             extra_args: Vec::new(),
         }
     }
@@ -203,6 +207,13 @@ impl MachineConfig {
         self
     }
 
+    /// Starts the guest's RTC at `base` (e.g. far in the past, to test time
+    /// sync).
+    pub fn rtc_base(mut self, base: &str) -> Self {
+        self.rtc_base = Some(base.to_string());
+        self
+    }
+
     pub fn extra_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -236,6 +247,14 @@ impl MachineConfig {
         }
         if hosts.first() == Some(&0) {
             return config("host_forwards", "host port 0 (use free_loopback_port)");
+        }
+        if let Some(base) = &self.rtc_base {
+            if !rtc_base_ok(base) {
+                return Err(Error::Config {
+                    field: "rtc_base",
+                    problem: format!("{base:?} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"),
+                });
+            }
         }
         let mut files: Vec<(&'static str, &Path)> = Vec::new();
         if let Boot::Direct { kernel, initrd, .. } = &self.boot {
@@ -676,8 +695,23 @@ pub fn qemu_command(config: &MachineConfig, dir: &Path) -> Result<Command, Error
     if config.hotplug_slot {
         cmd.args(["-device", "pcie-root-port,id=hp0,chassis=1,slot=1"]);
     }
+    if let Some(base) = &config.rtc_base {
+        cmd.arg("-rtc").arg(format!("base={base}"));
+    }
     cmd.args(&config.extra_args);
     Ok(cmd)
+}
+
+/// QEMU's date forms for `-rtc base=` (digits where digits go).
+fn rtc_base_ok(s: &str) -> bool {
+    let shape = |s: &str, pattern: &str| {
+        s.len() == pattern.len()
+            && s.bytes().zip(pattern.bytes()).all(|(c, p)| match p {
+                b'9' => c.is_ascii_digit(),
+                p => c == p,
+            })
+    };
+    shape(s, "9999-99-99") || shape(s, "9999-99-99T99:99:99")
 }
 
 /// `tcg`, or `kvm` when `KILN_QEMU_KVM=1` asks for it and the guest is the
@@ -772,6 +806,10 @@ mod tests {
         ));
         assert_eq!(a.last().map(String::as_str), Some("-S"));
         assert!(!a.contains(&"-kernel".into()));
+        assert!(!a.contains(&"-rtc".into()), "the host's time by default");
+        let past = config.rtc_base("2005-01-01T00:00:00");
+        let a = args(&qemu_command(&past, dir.path()).unwrap());
+        assert!(has_pair(&a, "-rtc", "base=2005-01-01T00:00:00"), "{a:?}");
     }
 
     #[test]
@@ -828,6 +866,15 @@ mod tests {
         assert!(matches!(err, Err(Error::Config { field: "cpus", .. })));
         let err = uefi().disk(Path::new("/nonexistent/disk.raw")).validate();
         assert!(matches!(err, Err(Error::MissingFile { what: "disk", .. })));
+        uefi().rtc_base("2005-01-01").validate().unwrap();
+        uefi().rtc_base("2005-01-01T00:00:00").validate().unwrap();
+        for bad in ["2005/01/01", "2005-01-01 00:00:00", "now", "2005-1-1"] {
+            let err = uefi().rtc_base(bad).validate();
+            assert!(
+                matches!(&err, Err(Error::Config { field: "rtc_base", problem }) if problem.contains(bad)),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! The disk boots also drive the machine API through a port forward: the
 //! first boot comes up in maintenance mode and takes its first config
 //! (x86_64; aarch64 makes one call), the second comes up configured with it.
+//! On x86_64 that config names an NTP server (chronyd run by the test,
+//! reached at 10.0.2.2), and the second boot starts with its RTC in 2005:
+//! timed must step the clock before the API's mutual TLS (certificates not
+//! valid in 2005) lets the operator in, and writes the RTC at shutdown.
 //!
 //! 3. The PXE set booted directly (`-kernel/-initrd/-append`) with no disk:
 //!    the same services with /var on tmpfs; a hot-plugged device gets its
@@ -25,11 +29,14 @@ use kiln_qemu_tests::{free_loopback_port, prepare_disk, Arch, Boot, Machine, Mac
 use regex::Regex;
 
 mod machine_api;
+mod ntp;
 
 /// Under TCG a full UEFI boot takes 20–60 s; leave room for a loaded CI box.
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(60);
 const DISK_BYTES: u64 = 2 << 30;
+/// Where x86_64's second boot finds its RTC.
+const RTC_IN_THE_PAST: &str = "2005-01-01T00:00:00";
 
 fn out_dir(arch: Arch) -> PathBuf {
     let base = std::env::var_os("KILN_OUT_DIR")
@@ -178,6 +185,10 @@ fn disk_boot_twice(arch: Arch) {
     )
     .unwrap();
 
+    // x86_64's config names a real NTP server on the host.
+    let chrony = (arch == Arch::X86_64).then(ntp::Chrony::start);
+    let time_servers: Vec<String> = chrony.iter().map(ntp::Chrony::for_guest).collect();
+
     // First boot: grows EPHEMERAL to the 2 GiB disk.
     let api_port = free_loopback_port().unwrap();
     let config = MachineConfig::new(arch, Boot::Uefi)
@@ -202,7 +213,7 @@ fn disk_boot_twice(arch: Arch) {
         "services ready: apid=Healthy hotplug=Healthy netd=Healthy ",
     );
     let fingerprint = seen_or_expect(&mut m, r"kiln:   ([0-9a-f]{2}(?::[0-9a-f]{2}){31})", STEP);
-    let cluster = machine_api::TestCluster::new("node-1");
+    let cluster = machine_api::TestCluster::new("node-1", &time_servers);
     let rt = machine_api::runtime();
     if arch == Arch::X86_64 {
         rt.block_on(machine_api::first_config(
@@ -225,14 +236,16 @@ fn disk_boot_twice(arch: Arch) {
     assert_fs_clean(&disk, 2);
     assert_fs_clean(&disk, 3);
 
-    // Second boot of the same disk: nothing to grow, data intact.
+    // Second boot of the same disk: nothing to grow, data intact. x86_64's
+    // clock starts in 2005, as on a board whose RTC battery died.
     let api_port = free_loopback_port().unwrap();
-    let mut m = Machine::launch(
-        MachineConfig::new(arch, Boot::Uefi)
-            .disk(&disk)
-            .forward(api_port, 50000),
-    )
-    .unwrap();
+    let mut second = MachineConfig::new(arch, Boot::Uefi)
+        .disk(&disk)
+        .forward(api_port, 50000);
+    if chrony.is_some() {
+        second = second.rtc_base(RTC_IN_THE_PAST);
+    }
+    let mut m = Machine::launch(second).unwrap();
     expect_boot(&mut m);
     saw(&m, r"boot_count=2$");
     let id2 = saw(&m, r"machine_id=([0-9a-f]{32})");
@@ -242,8 +255,22 @@ fn disk_boot_twice(arch: Arch) {
         !m.console().contains("grew EPHEMERAL"),
         "grew again on the second boot"
     );
+    if let Some(chrony) = &chrony {
+        // timed started on a clock in 2005 and stepped it from the
+        // configured server by about the years since.
+        saw(&m, r"at start: system clock 2005-01-01T");
+        let pattern = format!(
+            r"time synced: stepped by \+(\d+)\.\d+ s from {}",
+            regex::escape(&chrony.for_guest())
+        );
+        let stepped: u64 = seen_or_expect(&mut m, &pattern, BOOT).parse().unwrap();
+        let years = stepped / (365 * 86400);
+        assert!(years >= 19, "stepped only {stepped} s");
+    }
     if arch == Arch::X86_64 {
-        // The config was kept on STATE: no maintenance mode this time.
+        // The config was kept on STATE: no maintenance mode this time. Its
+        // client certificates are valid from today: mutual TLS works only
+        // because the clock was corrected.
         rt.block_on(machine_api::configured_again(api_port, &cluster));
         assert!(
             !m.console().contains("maintenance mode"),
@@ -254,6 +281,11 @@ fn disk_boot_twice(arch: Arch) {
         // PS/2 keyboard to press it on.
         m.ctrl_alt_delete().expect("QMP send-key");
         expect(&mut m, "SIGINT \\(ctrl-alt-del\\): reboot", STEP);
+        // timed's stop: the corrected time goes to the RTC.
+        let year: u32 = expect(&mut m, r"wrote the system time to the RTC: (\d{4})-", STEP)
+            .parse()
+            .unwrap();
+        assert!(year > 2005, "the RTC was written with {year}");
         expect(&mut m, "unmounted /var cleanly", STEP);
         expect(&mut m, "rebooting", STEP);
         m.wait_exit(STEP).expect("QEMU exits on the guest's reboot");

@@ -36,8 +36,16 @@ const MAIN: &[&str] = &[
     // netd's tests: the DHCP server (the binary only; `dnsmasq` would start
     // a system service).
     "dnsmasq-base",
+    // timed's tests: a real NTP server (run by the tests with -x, on their
+    // own port; its system service is kept from starting, see below).
+    "chrony",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
+/// Packages whose system service must never run here: chrony's would set
+/// the machine's clock and ask the public NTP pool.
+const NO_SERVICE: &[&str] = &["chrony.service"];
+/// Debian's hook that tells package scripts whether to start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// Cargo subcommands the test command runs: (subcommand, crate).
 const CARGO_TOOLS: &[(&str, &str)] = &[("fuzz", "cargo-fuzz")];
@@ -90,9 +98,46 @@ fn install_apt_packages() -> Result<()> {
         )?;
     }
     if !missing_main.is_empty() {
-        crate::run(apt_install().args(&missing_main))?;
+        without_service_starts(|| crate::run(apt_install().args(&missing_main)))?;
+        keep_services_off();
     }
     Ok(())
+}
+
+/// Runs `f` with a policy-rc.d that forbids starting services (exit 101,
+/// honoured by invoke-rc.d and deb-systemd-invoke), unless the machine has
+/// its own policy.
+fn without_service_starts(f: impl FnOnce() -> Result<()>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if Path::new(POLICY_RC_D).exists() {
+        return f();
+    }
+    std::fs::write(
+        POLICY_RC_D,
+        "#!/bin/sh\n# kiln xtask: no service starts while installing\nexit 101\n",
+    )
+    .context("writing policy-rc.d")?;
+    std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
+    let result = f();
+    let removed = std::fs::remove_file(POLICY_RC_D).context("removing policy-rc.d");
+    result.and(removed)
+}
+
+/// Disables and masks the services in [`NO_SERVICE`] where systemd is the
+/// service manager, so they do not start at the next boot either.
+fn keep_services_off() {
+    if !Path::new("/bin/systemctl").exists() {
+        return;
+    }
+    for unit in NO_SERVICE {
+        for verb in ["disable", "mask"] {
+            let mut cmd = Command::new("systemctl");
+            cmd.args([verb, unit]);
+            if let Err(e) = crate::run(&mut cmd) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
 }
 
 fn apt_install() -> Command {

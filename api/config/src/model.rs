@@ -70,7 +70,9 @@ pub struct MachineConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Time {
-    /// Host names or IP addresses. Empty: the image's defaults.
+    /// NTP servers: host names or IP addresses, each optionally with `:port`
+    /// (default 123). Empty: the servers DHCP (option 42) or `ip=` name;
+    /// the image has no default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
 }

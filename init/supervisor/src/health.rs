@@ -37,6 +37,13 @@ pub(crate) async fn check(
                 )),
             }
         }
+        // One stat, on a local path (markers live in /run): not worth a
+        // blocking-pool thread.
+        Probe::File(path) => match path.try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{} does not exist", path.display())),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        },
         Probe::Exec(argv) => {
             let mut cmd = Command::new(argv.iter().cloned()).envs(env);
             if !env.iter().any(|(k, _)| k == "PATH") {

@@ -77,6 +77,9 @@ pub enum Probe {
     TcpConnect(SocketAddr),
     /// A unix socket accepts a connection.
     UnixConnect(PathBuf),
+    /// The path exists: a marker a service writes (atomically) once it is
+    /// ready, e.g. timed's `/run/kiln/time-synced`.
+    File(PathBuf),
 }
 
 /// A periodic health check. Without one, a running service is healthy.

@@ -102,3 +102,36 @@ async fn a_hanging_probe_times_out() {
     assert!(st.message.contains("timed out after 200ms"), "{st:?}");
     s.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_probe_passes_once_the_marker_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("synced");
+    let m = marker.display().to_string();
+    let s = supervisor(SupervisorConfig::default());
+    // The service writes its marker after a while, as timed does after its
+    // first sync; its dependent waits for it.
+    let marked = sh(
+        "marked",
+        &format!("sleep 1; echo ok > {m}.tmp; mv {m}.tmp {m}; while :; do sleep 0.1; done"),
+    )
+    .health(HealthCheck {
+        probe: Probe::File(marker.clone()),
+        failure_threshold: 1,
+        ..exec_check(&[])
+    });
+    let dependent = sh("dependent", "while :; do sleep 0.1; done").depends_on(&["marked"]);
+    s.load(vec![marked, dependent]).await.unwrap();
+    let st = wait_state(&s, "marked", State::Unhealthy, Duration::from_secs(10)).await;
+    assert!(
+        st.message.contains(&format!("{m} does not exist")),
+        "{st:?}"
+    );
+    assert_eq!(s.status("dependent").unwrap().state, State::Waiting);
+    wait_state(&s, "marked", State::Healthy, Duration::from_secs(10)).await;
+    wait_state(&s, "dependent", State::Healthy, Duration::from_secs(10)).await;
+    // A removed marker turns it unhealthy again.
+    std::fs::remove_file(&marker).unwrap();
+    wait_state(&s, "marked", State::Unhealthy, Duration::from_secs(10)).await;
+    s.shutdown(Duration::from_secs(5)).await;
+}

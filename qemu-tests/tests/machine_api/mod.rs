@@ -25,7 +25,8 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    pub fn new(hostname: &str) -> TestCluster {
+    /// `time_servers` go into the config's `time.servers`.
+    pub fn new(hostname: &str, time_servers: &[String]) -> TestCluster {
         let ca = Ca::generate("kiln machine CA (qemu-tests)").unwrap();
         let kubernetes = Ca::generate("kubernetes").unwrap();
         let mut config = MachineConfig::new(
@@ -43,6 +44,7 @@ impl TestCluster {
             },
         );
         config.hostname = Some(hostname.into());
+        config.time.servers = time_servers.to_vec();
         TestCluster {
             ca,
             config: config.to_yaml().unwrap(),

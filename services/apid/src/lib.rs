@@ -5,7 +5,8 @@
 //!   configured mode, restarted in place when a config changes either).
 //! - `access`: which role each call needs (roles come from kiln-pki).
 //! - `identity`: apid's TLS certificate (self-signed or machine-CA-signed).
-//! - `config`: the machine config as apid uses it; `store`: its file on STATE.
+//! - `config`: the machine config as apid uses it; its file on STATE is
+//!   kiln-config-store's.
 //! - `logs`, `kmsg`, `power`: what the calls read and do on the node.
 
 pub mod access;
@@ -15,16 +16,15 @@ mod kmsg;
 mod logs;
 mod power;
 pub mod server;
-pub mod store;
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use nix::unistd::Pid;
 
+pub use kiln_config_store::ConfigStore;
 pub use server::{serve, Node};
-pub use store::ConfigStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,10 +38,6 @@ pub enum Error {
     Runtime(std::io::Error),
 }
 
-/// Where the node keeps its config: STATE when the node has a disk, else
-/// /run (a diskless PXE node keeps its config until it powers off).
-const STATE_DIR: &str = "/system/state";
-const RUN_DIR: &str = "/run/kiln/state";
 const LOG_DIR: &str = "/var/log/kiln";
 
 /// The `apid` personality: serves until SIGTERM.
@@ -50,14 +46,15 @@ pub fn run() -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let state = if is_mount_point(Path::new(STATE_DIR)) {
-        PathBuf::from(STATE_DIR)
-    } else {
-        tracing::warn!("no STATE partition: the config is kept in {RUN_DIR} until power-off");
-        PathBuf::from(RUN_DIR)
-    };
+    let store = ConfigStore::on_node();
+    if !ConfigStore::on_disk() {
+        tracing::warn!(
+            "no STATE partition: the config is kept in {} until power-off",
+            store.path().display()
+        );
+    }
     let node = Arc::new(Node {
-        store: ConfigStore::new(&state),
+        store,
         log_dir: PathBuf::from(LOG_DIR),
         kmsg: PathBuf::from("/dev/kmsg"),
         init: Pid::from_raw(1),
@@ -77,16 +74,4 @@ pub fn run() -> Result<(), Error> {
         };
         serve(node, listen, stop).await
     })
-}
-
-/// Whether `path` is a mount point (a different device from its parent).
-fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(own), Some(Ok(parent))) = (
-        std::fs::metadata(path),
-        path.parent().map(std::fs::metadata),
-    ) else {
-        return false;
-    };
-    own.dev() != parent.dev()
 }

@@ -29,8 +29,8 @@ use crate::access::{Access, Call};
 use crate::config::NodeConfig;
 use crate::identity::Identity;
 use crate::power::{self, PowerAction};
-use crate::store::ConfigStore;
 use crate::{kmsg, logs, Error};
+use kiln_config_store::ConfigStore;
 
 /// How long a power request waits so its answer reaches the caller first.
 const POWER_GRACE: Duration = Duration::from_millis(300);

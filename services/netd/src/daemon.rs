@@ -24,6 +24,8 @@ use crate::Error;
 pub struct Options {
     /// The node's /etc/resolv.conf points at /run/kiln/resolv.conf.
     pub resolv_conf: PathBuf,
+    /// NTP servers from `ip=` and DHCP option 42, for timed (`ntp.rs`).
+    pub ntp_servers: PathBuf,
 }
 
 /// How long link tasks get to release their leases at shutdown.
@@ -52,8 +54,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let (net, mut events) = Net::connect().map_err(Error::Connect)?;
-    let report = Reporter::new(status, &settings, options.resolv_conf);
+    let report = Reporter::new(status, &settings, options.resolv_conf, options.ntp_servers);
     report.write_resolv();
+    report.write_ntp();
     let mut d = Daemon {
         slots: settings
             .links

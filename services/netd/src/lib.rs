@@ -2,13 +2,15 @@
 //!
 //! Selects links (by name, MAC, or the first with carrier), brings them up,
 //! applies static addresses, routes, MTU and VLANs, runs a DHCPv4 client
-//! where asked, keeps resolv.conf in line with both, and reports per-link
-//! status. No `ip` or `dhclient` binary is involved.
+//! where asked, keeps resolv.conf in line with both, hands the NTP servers
+//! it learns to timed, and reports per-link status. No `ip` or `dhclient`
+//! binary is involved.
 
 mod daemon;
 pub mod dhcp;
 mod link;
 pub mod netlink;
+pub mod ntp;
 pub mod resolv;
 pub mod settings;
 pub mod status;
@@ -83,6 +85,7 @@ pub fn run() -> Result<(), Error> {
         });
         let options = Options {
             resolv_conf: Path::new(RESOLV_CONF).to_path_buf(),
+            ntp_servers: Path::new(ntp::NTP_SERVERS).to_path_buf(),
         };
         serve(settings, options, status_tx, shutdown).await
     })

@@ -125,6 +125,8 @@ pub struct LeaseStatus {
     pub search: Vec<String>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
+    /// Option 42.
+    pub ntp: Vec<std::net::Ipv4Addr>,
 }
 
 impl LeaseStatus {
@@ -141,12 +143,13 @@ impl LeaseStatus {
             search: lease.search.clone(),
             hostname: lease.hostname.clone(),
             mtu: lease.mtu,
+            ntp: lease.ntp.clone(),
         }
     }
 }
 
-/// Shared by the link tasks: updates the status and keeps resolv.conf in
-/// line with it.
+/// Shared by the link tasks: updates the status and keeps resolv.conf and
+/// the NTP server list in line with it.
 #[derive(Clone)]
 pub(crate) struct Reporter {
     inner: Arc<Inner>,
@@ -158,10 +161,19 @@ struct Inner {
     resolv_conf: PathBuf,
     /// What was last written, so unchanged DNS does not rewrite the file.
     written: std::sync::Mutex<Option<String>>,
+    /// From `ip=`; listed before the leases'.
+    ntp: Vec<std::net::Ipv4Addr>,
+    ntp_servers: PathBuf,
+    ntp_written: std::sync::Mutex<Option<String>>,
 }
 
 impl Reporter {
-    pub fn new(status: watch::Sender<Status>, settings: &Settings, resolv_conf: PathBuf) -> Self {
+    pub fn new(
+        status: watch::Sender<Status>,
+        settings: &Settings,
+        resolv_conf: PathBuf,
+        ntp_servers: PathBuf,
+    ) -> Self {
         status.send_replace(Status {
             links: settings
                 .links
@@ -175,11 +187,15 @@ impl Reporter {
                 dns: settings.dns.clone(),
                 resolv_conf,
                 written: std::sync::Mutex::new(None),
+                ntp: settings.ntp_servers.clone(),
+                ntp_servers,
+                ntp_written: std::sync::Mutex::new(None),
             }),
         }
     }
 
-    /// Changes link `slot`'s status; rewrites resolv.conf if DNS changed.
+    /// Changes link `slot`'s status; rewrites resolv.conf and the NTP list
+    /// if they changed.
     pub fn update(&self, slot: usize, f: impl FnOnce(&mut LinkStatus)) {
         self.inner
             .status
@@ -192,6 +208,7 @@ impl Reporter {
                 None => false,
             });
         self.write_resolv();
+        self.write_ntp();
     }
 
     /// Records an error on a link and logs it.
@@ -213,18 +230,39 @@ impl Reporter {
             (servers, search)
         };
         let content = crate::resolv::render(&servers, &search);
-        let Ok(mut written) = self.inner.written.lock() else {
-            return;
-        };
-        if written.as_deref() == Some(content.as_str()) {
-            return;
-        }
-        match crate::resolv::write_atomic(&self.inner.resolv_conf, &content) {
-            Ok(()) => *written = Some(content),
-            Err(e) => {
-                tracing::warn!(path = %self.inner.resolv_conf.display(), "cannot write resolv.conf: {e}")
+        write_if_changed(&self.inner.resolv_conf, &self.inner.written, content);
+    }
+
+    /// `ip=`'s NTP server first, then each lease's option 42, in link order.
+    pub fn write_ntp(&self) {
+        let servers = {
+            let status = self.inner.status.borrow();
+            let mut servers = self.inner.ntp.clone();
+            for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
+                servers.extend(&lease.ntp);
             }
-        }
+            servers
+        };
+        let content = crate::ntp::render(&servers);
+        write_if_changed(&self.inner.ntp_servers, &self.inner.ntp_written, content);
+    }
+}
+
+/// Replaces `path` with `content` unless that is what was last written.
+fn write_if_changed(
+    path: &std::path::Path,
+    written: &std::sync::Mutex<Option<String>>,
+    content: String,
+) {
+    let Ok(mut written) = written.lock() else {
+        return;
+    };
+    if written.as_deref() == Some(content.as_str()) {
+        return;
+    }
+    match crate::resolv::write_atomic(path, &content) {
+        Ok(()) => *written = Some(content),
+        Err(e) => tracing::warn!(path = %path.display(), "cannot write: {e}"),
     }
 }
 

@@ -31,7 +31,7 @@ fn range(net: &TestNet, lo: u8, hi: u8) -> String {
 }
 
 #[test]
-fn lease_applies_address_routes_mtu_and_resolv_conf_then_release() {
+fn lease_applies_address_routes_mtu_resolv_conf_and_ntp_then_release() {
     let net = TestNet::new(1);
     net.serve(0);
     let (c, s) = net.pairs[0].clone();
@@ -50,6 +50,7 @@ fn lease_applies_address_routes_mtu_and_resolv_conf_then_release() {
             &format!("--dhcp-option=6,{},{}", net.addr(0, 53), net.addr(0, 54)),
             "--dhcp-option=119,corp.example,lab.corp.example",
             "--dhcp-option=26,1400",
+            &format!("--dhcp-option=42,{},{}", net.addr(0, 123), net.addr(0, 124)),
         ],
     );
     let mut netd = Netd::start(&net, dhcp_on(&c));
@@ -97,6 +98,14 @@ fn lease_applies_address_routes_mtu_and_resolv_conf_then_release() {
             net.addr(0, 54)
         )
     );
+
+    let ntp = std::fs::read_to_string(net.ntp_servers()).unwrap();
+    let want: Vec<std::net::Ipv4Addr> = [net.addr(0, 123), net.addr(0, 124)]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(lease.ntp, want);
+    assert_eq!(kiln_netd::ntp::parse(&ntp).unwrap(), want, "{ntp}");
 
     // Shutdown releases the lease and gives the address up.
     netd.stop().unwrap();

@@ -13,13 +13,14 @@ fn configured(s: &kiln_netd::Status) -> bool {
 }
 
 #[test]
-fn ip_cmdline_static_address_gateway_and_dns() {
+fn ip_cmdline_static_address_gateway_dns_and_ntp() {
     let net = TestNet::new(1);
     let (c, _) = net.pairs[0].clone();
     let me = net.addr(0, 9);
     let gw = net.addr(0, 1);
     let dns = net.addr(0, 53);
-    let cmdline = format!("console=ttyS0 ip={me}::{gw}:255.255.255.0:node9:{c}:off:{dns}");
+    let ntp = net.addr(0, 123);
+    let cmdline = format!("console=ttyS0 ip={me}::{gw}:255.255.255.0:node9:{c}:off:{dns}::{ntp}");
     let settings = Settings::from_cmdline(&cmdline).unwrap();
     assert_eq!(settings.hostname.as_deref(), Some("node9"));
     let mut netd = Netd::start(&net, settings);
@@ -43,6 +44,13 @@ fn ip_cmdline_static_address_gateway_and_dns() {
     assert_eq!(
         resolv,
         format!("# written by kiln netd\nnameserver {dns}\n")
+    );
+    // ip='s ntp0-ip, for timed.
+    let servers = std::fs::read_to_string(net.ntp_servers()).unwrap();
+    assert_eq!(
+        kiln_netd::ntp::parse(&servers).unwrap(),
+        vec![ntp.parse::<std::net::Ipv4Addr>().unwrap()],
+        "{servers}"
     );
     // Static configuration outlives netd: nothing leases it.
     netd.stop().unwrap();

@@ -123,8 +123,8 @@ pub fn validate(config: &MachineConfig) -> Result<(), ValidationErrors> {
         c.check(
             &p,
             server,
-            "a host name or IP address",
-            syntax::host(server),
+            "a host name or IP address, optionally with :port",
+            syntax::host_port(server),
         );
     }
     kubelet(&mut c, &config.kubelet, &root.key("kubelet"));

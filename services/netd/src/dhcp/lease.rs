@@ -48,6 +48,8 @@ pub struct Lease {
     pub search: Vec<String>,
     /// Option 26.
     pub mtu: Option<u16>,
+    /// Option 42 (for timed).
+    pub ntp: Vec<Ipv4Addr>,
 }
 
 /// RFC 2132 9.3: no MTU below 68.
@@ -112,6 +114,18 @@ impl Lease {
             }
             _ => Vec::new(),
         };
+        let ntp = match opts.get(OptionCode::NtpServers) {
+            Some(DhcpOption::NtpServers(servers)) => {
+                if let Some(s) = servers.iter().find(|s| !usable_unicast(**s)) {
+                    return Err(bad(
+                        "option 42 (NTP servers)",
+                        format!("{s} is not a unicast address"),
+                    ));
+                }
+                servers.clone()
+            }
+            _ => Vec::new(),
+        };
         let hostname = match opts.get(OptionCode::Hostname) {
             Some(DhcpOption::Hostname(h)) => {
                 validate_hostname(h).map_err(|p| bad("option 12 (host name)", p))?;
@@ -142,6 +156,7 @@ impl Lease {
             hostname,
             search,
             mtu,
+            ntp,
         })
     }
 
@@ -319,6 +334,7 @@ mod tests {
         assert_eq!(l.t2, Duration::from_secs(3150));
         assert_eq!(l.routes, vec![(default_v4(), Ipv4Addr::new(10, 9, 0, 1))]);
         assert_eq!(l.dns, vec![Ipv4Addr::new(10, 9, 0, 53)]);
+        assert!(l.ntp.is_empty());
         let r = l.kernel_routes();
         assert_eq!(r[0].source, Some("10.9.0.50".parse().unwrap()));
         assert!(r[0].dhcp);
@@ -373,6 +389,13 @@ mod tests {
     }
 
     #[test]
+    fn ntp_servers_from_option_42() {
+        let servers = vec![Ipv4Addr::new(10, 9, 0, 123), Ipv4Addr::new(10, 9, 0, 124)];
+        let l = Lease::from_reply(&with(ack(), DhcpOption::NtpServers(servers.clone()))).unwrap();
+        assert_eq!(l.ntp, servers);
+    }
+
+    #[test]
     fn domain_name_when_no_search_list() {
         let l =
             Lease::from_reply(&with(ack(), DhcpOption::DomainName("lab.example".into()))).unwrap();
@@ -421,6 +444,12 @@ mod tests {
             DhcpOption::DomainNameServer(vec![Ipv4Addr::BROADCAST]),
         ));
         assert_eq!(e.field, "option 6 (domain name servers)");
+        let e = error(&with(
+            ack(),
+            DhcpOption::NtpServers(vec![Ipv4Addr::new(10, 9, 0, 123), Ipv4Addr::LOCALHOST]),
+        ));
+        assert_eq!(e.field, "option 42 (NTP servers)");
+        assert!(e.to_string().contains("127.0.0.1"), "{e}");
         let e = error(&with(ack(), DhcpOption::Hostname("bad host".into())));
         assert_eq!(e.field, "option 12 (host name)");
         let e = error(&with(ack(), DhcpOption::DomainName("a..b".into())));

@@ -7,7 +7,7 @@ use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use crate::settings::MacAddr;
 
 /// What netd asks servers for.
-const REQUESTED: [OptionCode; 11] = [
+const REQUESTED: [OptionCode; 12] = [
     OptionCode::SubnetMask,
     OptionCode::Router,
     OptionCode::DomainNameServer,
@@ -19,6 +19,7 @@ const REQUESTED: [OptionCode; 11] = [
     OptionCode::Rebinding,
     OptionCode::DomainSearch,
     OptionCode::ClasslessStaticRoute,
+    OptionCode::NtpServers,
 ];
 
 /// The largest reply netd accepts: an Ethernet frame's IP payload.

@@ -132,6 +132,10 @@ impl TestNet {
     pub fn resolv_conf(&self) -> PathBuf {
         self.dir.path().join("resolv.conf")
     }
+
+    pub fn ntp_servers(&self) -> PathBuf {
+        self.dir.path().join("ntp-servers")
+    }
 }
 
 /// Debian's dnsmasq as DHCP server in the server namespace; killed on drop.
@@ -223,6 +227,7 @@ impl Netd {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let options = Options {
             resolv_conf: net.resolv_conf(),
+            ntp_servers: net.ntp_servers(),
         };
         let thread = std::thread::spawn(move || {
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)

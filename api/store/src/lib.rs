@@ -2,6 +2,10 @@
 //! (temp file, fsync, rename, fsync of the directory) so a power cut leaves
 //! the old config or the new one, never a mix. Readable by root only: it
 //! holds the machine CA key and the join token.
+//!
+//! apid writes it; services that follow the config (timed) read it through
+//! [`ConfigStore::on_node`], so the node's choice of directory is made in
+//! one place.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -23,12 +27,36 @@ pub enum StoreError {
     },
 }
 
+/// Where a node keeps its config: STATE when the node has a disk, else
+/// /run (a diskless PXE node keeps its config until it powers off).
+pub const STATE_DIR: &str = "/system/state";
+pub const RUN_DIR: &str = "/run/kiln/state";
+
 /// Where the node's config lives.
 pub struct ConfigStore {
     path: PathBuf,
 }
 
 impl ConfigStore {
+    /// The node's store: in [`STATE_DIR`] when STATE is mounted there, else
+    /// in [`RUN_DIR`].
+    pub fn on_node() -> ConfigStore {
+        ConfigStore::new(Path::new(Self::node_dir()))
+    }
+
+    /// Whether the node keeps its config on disk (STATE is mounted).
+    pub fn on_disk() -> bool {
+        is_mount_point(Path::new(STATE_DIR))
+    }
+
+    fn node_dir() -> &'static str {
+        if Self::on_disk() {
+            STATE_DIR
+        } else {
+            RUN_DIR
+        }
+    }
+
     /// The config file `config.yaml` in `dir` (created on first save).
     pub fn new(dir: &Path) -> ConfigStore {
         ConfigStore {
@@ -72,6 +100,18 @@ impl ConfigStore {
     }
 }
 
+/// Whether `path` is a mount point (a different device from its parent).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Some(Ok(parent))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
+        return false;
+    };
+    own.dev() != parent.dev()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +136,14 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config.yaml")]);
+    }
+
+    #[test]
+    fn mount_points() {
+        assert!(is_mount_point(Path::new("/proc")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()));
+        assert!(!is_mount_point(&dir.path().join("missing")));
     }
 
     #[test]
