@@ -17,6 +17,8 @@ const KILN: &str = "/usr/bin/kiln";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/kiln";
 /// Services' stdout/stderr, one file per service.
 const LOG_DIR: &str = "/var/log/kiln";
+/// The service that serves the machine API (and calls the control channel).
+const API_SERVICE: &str = "apid";
 /// The longest the boot waits for services to come up before it reports.
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -27,7 +29,7 @@ pub fn definitions() -> Vec<ServiceSpec> {
     vec![
         ServiceSpec::new("hotplug", [KILN, "hotplug"]).restart(RestartPolicy::Always),
         ServiceSpec::new("netd", [KILN, "netd"]).restart(RestartPolicy::Always),
-        ServiceSpec::new("apid", [KILN, "apid"])
+        ServiceSpec::new(API_SERVICE, [KILN, "apid"])
             .restart(RestartPolicy::Always)
             .health(HealthCheck::new(Probe::TcpConnect(api_port))),
     ]
@@ -49,6 +51,12 @@ pub async fn start(boot: &Boot, reaper: Reaper) -> Option<Supervisor> {
         ..SupervisorConfig::default()
     };
     let supervisor = Supervisor::new(config, reaper);
+    // Before the services start, so apid finds it as soon as it serves.
+    crate::control::spawn(
+        supervisor.clone(),
+        PathBuf::from(kiln_api_proto::init::SOCKET),
+        API_SERVICE,
+    );
     let mut events = supervisor.subscribe();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
