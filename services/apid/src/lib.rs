@@ -7,14 +7,20 @@
 //! - `identity`: apid's TLS certificate (self-signed or machine-CA-signed).
 //! - `config`: the machine config as apid uses it; `store`: its file on STATE.
 //! - `logs`, `kmsg`, `power`: what the calls read and do on the node.
+//! - `stats`: the Stats call's numbers from /proc, statvfs and cgroups.
+//! - `events`: apid's own events ("config applied") for the Events call.
+//!   Service calls and service events go to PID 1's control channel
+//!   (`kiln.init.v1.Init` on /run/kiln/init.sock).
 
 pub mod access;
 mod config;
+mod events;
 pub mod identity;
 mod kmsg;
 mod logs;
 mod power;
 pub mod server;
+pub mod stats;
 pub mod store;
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -43,6 +49,10 @@ pub enum Error {
 const STATE_DIR: &str = "/system/state";
 const RUN_DIR: &str = "/run/kiln/state";
 const LOG_DIR: &str = "/var/log/kiln";
+/// Services' cgroups, as PID 1's supervisor makes them.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/kiln";
+/// The filesystems Stats reports, when mounted.
+const DISKS: [&str; 3] = ["/", "/var", STATE_DIR];
 
 /// The `apid` personality: serves until SIGTERM.
 pub fn run() -> Result<(), Error> {
@@ -63,6 +73,12 @@ pub fn run() -> Result<(), Error> {
         init: Pid::from_raw(1),
         names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         console: Some(PathBuf::from("/dev/console")),
+        control: PathBuf::from(kiln_api_proto::init::SOCKET),
+        stats: stats::Sources {
+            proc: PathBuf::from("/proc"),
+            cgroups: PathBuf::from(CGROUP_ROOT),
+            disks: DISKS.iter().map(PathBuf::from).collect(),
+        },
     });
     let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, kiln_api_proto::PORT));
     rt.block_on(async {
