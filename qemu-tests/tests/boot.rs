@@ -245,6 +245,7 @@ fn disk_boot_twice(arch: Arch) {
     if arch == Arch::X86_64 {
         // The config was kept on STATE: no maintenance mode this time.
         rt.block_on(machine_api::configured_again(api_port, &cluster));
+        rt.block_on(machine_api::services_and_stats(api_port, &cluster));
         assert!(
             !m.console().contains("maintenance mode"),
             "maintenance mode although a config is stored"

@@ -36,6 +36,9 @@ const MAIN: &[&str] = &[
     // netd's tests: the DHCP server (the binary only; `dnsmasq` would start
     // a system service).
     "dnsmasq-base",
+    // kilnctl's completion tests run the scripts in each shell.
+    "zsh",
+    "fish",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 
