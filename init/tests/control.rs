@@ -99,7 +99,7 @@ async fn services_through_the_control_socket() {
         .await
         .unwrap()
         .into_inner();
-    let mut current = vec![next(&mut events).await, next(&mut events).await];
+    let mut current = [next(&mut events).await, next(&mut events).await];
     current.sort_by(|a, b| a.service.cmp(&b.service));
     let shown: Vec<(&str, ServiceState)> = current
         .iter()
