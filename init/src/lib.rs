@@ -12,6 +12,7 @@
 pub mod boot;
 pub mod clock;
 pub mod cmdline;
+pub mod control;
 pub mod fsutil;
 pub mod log;
 pub mod power;

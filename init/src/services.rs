@@ -19,6 +19,8 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup/kiln";
 const LOG_DIR: &str = "/var/log/kiln";
 /// timed's marker (`kiln_timed::SYNCED_MARKER`; a test keeps them equal).
 const TIME_SYNCED: &str = "/run/kiln/time-synced";
+/// The service that serves the machine API (and calls the control channel).
+const API_SERVICE: &str = "apid";
 /// The longest the boot waits for services to come up before it reports.
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -43,7 +45,7 @@ pub fn definitions() -> Vec<ServiceSpec> {
             .depends_on(&["netd"])
             .restart(RestartPolicy::Always)
             .health(synced),
-        ServiceSpec::new("apid", [KILN, "apid"])
+        ServiceSpec::new(API_SERVICE, [KILN, "apid"])
             .restart(RestartPolicy::Always)
             .health(HealthCheck::new(Probe::TcpConnect(api_port))),
     ]
@@ -65,6 +67,12 @@ pub async fn start(boot: &Boot, reaper: Reaper) -> Option<Supervisor> {
         ..SupervisorConfig::default()
     };
     let supervisor = Supervisor::new(config, reaper);
+    // Before the services start, so apid finds it as soon as it serves.
+    crate::control::spawn(
+        supervisor.clone(),
+        PathBuf::from(kiln_api_proto::init::SOCKET),
+        API_SERVICE,
+    );
     let mut events = supervisor.subscribe();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {

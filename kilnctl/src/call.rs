@@ -11,12 +11,13 @@ use anyhow::{bail, Context as _, Result};
 use futures_util::future::join_all;
 use kiln_api_client::{connect, Trust};
 use kiln_api_proto::v1::{
-    ApplyConfigurationRequest, ApplyMode, DmesgRequest, GetConfigurationRequest, LogsRequest, Mode,
-    RebootRequest, ShutdownRequest, VersionRequest,
+    event, ApplyConfigurationRequest, ApplyMode, DmesgRequest, EventsRequest,
+    GetConfigurationRequest, LogsRequest, Mode, RebootRequest, ServiceListRequest, ServiceRequest,
+    ServiceState, ServiceStatus, ShutdownRequest, StatsRequest, VersionRequest,
 };
 use serde_json::json;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ServiceAction};
 use crate::fsio;
 use crate::kilnconfig::{ClientConfig, Context};
 use crate::UsageError;
@@ -151,6 +152,18 @@ enum Request {
     Shutdown,
     Logs(LogsRequest),
     Dmesg(DmesgRequest),
+    Services,
+    Service(Action, ServiceRequest),
+    Events(EventsRequest),
+    Stats,
+}
+
+/// Which service call.
+#[derive(Clone, Copy)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
 }
 
 impl Request {
@@ -184,7 +197,18 @@ impl Request {
                 follow: l.follow,
             }),
             Command::Dmesg(d) => Request::Dmesg(DmesgRequest { follow: d.follow }),
-            Command::Validate(_) | Command::Gen(_) => {
+            Command::Services(_) => Request::Services,
+            Command::Service(s) => {
+                let (action, id) = match &s.action {
+                    ServiceAction::Start(c) => (Action::Start, &c.id),
+                    ServiceAction::Stop(c) => (Action::Stop, &c.id),
+                    ServiceAction::Restart(c) => (Action::Restart, &c.id),
+                };
+                Request::Service(action, ServiceRequest { id: id.clone() })
+            }
+            Command::Events(e) => Request::Events(EventsRequest { follow: e.follow }),
+            Command::Stats(_) => Request::Stats,
+            Command::Validate(_) | Command::Gen(_) | Command::Completion(_) => {
                 bail!("internal: an offline command reached the API caller")
             }
         })
@@ -307,6 +331,272 @@ async fn call(
                 }
             }
         }
+        Request::Services => {
+            let list = c
+                .service_list(ServiceListRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .services;
+            match output {
+                Output::Text => {
+                    say(
+                        node,
+                        label,
+                        &format!(
+                            "{:<12} {:<10} {:>7} {:>8}  {:<20} {:<22} MESSAGE",
+                            "SERVICE", "STATE", "PID", "RESTARTS", "SINCE", "LAST EXIT"
+                        ),
+                    );
+                    for s in &list {
+                        let pid = if s.pid == 0 {
+                            "-".to_string()
+                        } else {
+                            s.pid.to_string()
+                        };
+                        let exit = if s.last_exit.is_empty() {
+                            "-"
+                        } else {
+                            &s.last_exit
+                        };
+                        say(
+                            node,
+                            label,
+                            &format!(
+                                "{:<12} {:<10} {pid:>7} {:>8}  {:<20} {exit:<22} {}",
+                                s.id,
+                                state_name(s.state()),
+                                s.restarts,
+                                utc(s.since_unix_ms),
+                                s.message
+                            ),
+                        );
+                    }
+                }
+                Output::Json => list.iter().for_each(|s| json_line(service_json(s))),
+            }
+        }
+        Request::Service(action, req) => {
+            let answer = match action {
+                Action::Start => c.service_start(req.clone()).await,
+                Action::Stop => c.service_stop(req.clone()).await,
+                Action::Restart => c.service_restart(req.clone()).await,
+            };
+            let s = answer
+                .map_err(status)?
+                .into_inner()
+                .service
+                .ok_or("the node answered without the service's state")?;
+            match output {
+                Output::Text => say(
+                    node,
+                    label,
+                    &format!("{}: {} ({})", s.id, state_name(s.state()), s.message),
+                ),
+                Output::Json => json_line(service_json(&s)),
+            }
+        }
+        Request::Events(req) => {
+            let mut events = c.events(*req).await.map_err(status)?.into_inner();
+            while let Some(e) = events.message().await.map_err(status)? {
+                match (e.event, output) {
+                    (Some(event::Event::Service(e)), Output::Text) => say(
+                        node,
+                        label,
+                        &format!(
+                            "{} {:<12} {:<10} {}",
+                            utc(e.at_unix_ms),
+                            e.service,
+                            state_name(e.state()),
+                            e.message
+                        ),
+                    ),
+                    (Some(event::Event::Service(e)), Output::Json) => json_line(json!({
+                        "type": "service", "service": e.service, "state": state_name(e.state()),
+                        "message": e.message, "atUnixMs": e.at_unix_ms,
+                    })),
+                    (Some(event::Event::ConfigApplied(a)), Output::Text) => say(
+                        node,
+                        label,
+                        &format!("{} config applied: {}", utc(a.at_unix_ms), a.message),
+                    ),
+                    (Some(event::Event::ConfigApplied(a)), Output::Json) => json_line(json!({
+                        "type": "configApplied", "message": a.message, "reboot": a.reboot,
+                        "changes": a.changes.iter().map(|c| json!({"path": c.path, "needsReboot": c.needs_reboot})).collect::<Vec<_>>(),
+                        "atUnixMs": a.at_unix_ms,
+                    })),
+                    // A kind of event newer than this kilnctl.
+                    (None, _) => {}
+                }
+            }
+        }
+        Request::Stats => {
+            let s = c.stats(StatsRequest {}).await.map_err(status)?.into_inner();
+            print_stats(node, label, output, &s, json_line);
+        }
     }
     Ok(())
+}
+
+/// "healthy" for SERVICE_STATE_HEALTHY.
+fn state_name(state: ServiceState) -> String {
+    state
+        .as_str_name()
+        .trim_start_matches("SERVICE_STATE_")
+        .to_lowercase()
+}
+
+fn service_json(s: &ServiceStatus) -> serde_json::Value {
+    json!({
+        "id": s.id, "state": state_name(s.state()), "pid": s.pid, "restarts": s.restarts,
+        "lastExit": s.last_exit, "message": s.message, "sinceUnixMs": s.since_unix_ms,
+    })
+}
+
+fn print_stats(
+    node: &str,
+    label: bool,
+    output: Output,
+    s: &kiln_api_proto::v1::StatsResponse,
+    json_line: impl Fn(serde_json::Value),
+) {
+    let ticks = f64::from(s.ticks_per_second.max(1));
+    if output == Output::Json {
+        json_line(json!({
+            "memory": s.memory.as_ref().map(|m| json!({"totalBytes": m.total_bytes, "availableBytes": m.available_bytes})),
+            "load": s.load.as_ref().map(|l| json!([l.one, l.five, l.fifteen])),
+            "ticksPerSecond": s.ticks_per_second,
+            "cpus": s.cpus.iter().map(|c| json!({
+                "name": c.name, "user": c.user, "nice": c.nice, "system": c.system, "idle": c.idle,
+                "iowait": c.iowait, "irq": c.irq, "softirq": c.softirq, "steal": c.steal,
+            })).collect::<Vec<_>>(),
+            "disks": s.disks.iter().map(|d| json!({
+                "mountPoint": d.mount_point, "totalBytes": d.total_bytes,
+                "usedBytes": d.used_bytes, "availableBytes": d.available_bytes,
+            })).collect::<Vec<_>>(),
+            "services": s.services.iter().map(|m| json!({
+                "id": m.id, "memoryBytes": m.memory_bytes, "source": m.source,
+            })).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    if let Some(m) = &s.memory {
+        say(
+            node,
+            label,
+            &format!(
+                "memory   {} available of {}",
+                size(m.available_bytes),
+                size(m.total_bytes)
+            ),
+        );
+    }
+    if let Some(l) = &s.load {
+        say(
+            node,
+            label,
+            &format!("load     {:.2} {:.2} {:.2}", l.one, l.five, l.fifteen),
+        );
+    }
+    for c in &s.cpus {
+        let secs = |t: u64| t as f64 / ticks;
+        say(
+            node,
+            label,
+            &format!(
+                "{:<8} user {:.1} s, system {:.1} s, idle {:.1} s, iowait {:.1} s (since boot)",
+                c.name,
+                secs(c.user + c.nice),
+                secs(c.system + c.irq + c.softirq),
+                secs(c.idle),
+                secs(c.iowait)
+            ),
+        );
+    }
+    for d in &s.disks {
+        say(
+            node,
+            label,
+            &format!(
+                "disk     {:<14} {} used, {} available of {}",
+                d.mount_point,
+                size(d.used_bytes),
+                size(d.available_bytes),
+                size(d.total_bytes)
+            ),
+        );
+    }
+    for m in &s.services {
+        say(
+            node,
+            label,
+            &format!(
+                "service  {:<14} {} ({})",
+                m.id,
+                size(m.memory_bytes),
+                m.source
+            ),
+        );
+    }
+}
+
+/// Bytes in binary units, one decimal.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        // 2024-02-29T12:34:56Z, a leap day.
+        assert_eq!(utc(1_709_210_096_000), "2024-02-29T12:34:56Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn sizes_and_states() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 << 30), "3.0 GiB");
+        assert_eq!(state_name(ServiceState::Healthy), "healthy");
+        assert_eq!(state_name(ServiceState::Stopped), "stopped");
+    }
 }

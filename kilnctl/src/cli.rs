@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 
 /// Operate Kiln nodes: validate machine configs, generate the PKI and configs.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     example = "Make the PKI, a node config and a client config for a new cluster:\n  $ {command_name} gen config --cluster prod --endpoint https://10.0.0.10:6443 --out ./prod",
     example = "Check a machine config before applying it:\n  $ {command_name} validate ./prod/node.yaml",
@@ -37,7 +37,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 pub enum Command {
     Validate(ValidateCommand),
@@ -49,16 +49,21 @@ pub enum Command {
     Shutdown(ShutdownCommand),
     Logs(LogsCommand),
     Dmesg(DmesgCommand),
+    Services(ServicesCommand),
+    Service(ServiceCommand),
+    Events(EventsCommand),
+    Stats(StatsCommand),
+    Completion(CompletionCommand),
 }
 
 /// Show each node's Kiln version, architecture and mode.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "version")]
 pub struct VersionCommand {}
 
 /// Apply a machine config to the nodes. The node validates it (errors name
 /// the field), shows what changed and whether that needs a reboot.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "apply",
@@ -79,22 +84,22 @@ pub struct ApplyCommand {
 }
 
 /// Print the stored machine config (secrets redacted unless admin).
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "get-config")]
 pub struct GetConfigCommand {}
 
 /// Reboot the nodes in order: services stopped, disks unmounted.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "reboot")]
 pub struct RebootCommand {}
 
 /// Power the nodes off in order.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "shutdown")]
 pub struct ShutdownCommand {}
 
 /// Print a service's log; with -f, keep printing until ctrl-c.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "logs",
@@ -113,7 +118,7 @@ pub struct LogsCommand {
 }
 
 /// Print the kernel log; with -f, keep printing until ctrl-c.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "dmesg")]
 pub struct DmesgCommand {
     /// follow new messages
@@ -121,9 +126,92 @@ pub struct DmesgCommand {
     pub follow: bool,
 }
 
+/// List the nodes' services: state, pid, restarts, last exit.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "services")]
+pub struct ServicesCommand {}
+
+/// Start, stop or restart a service (operator role).
+#[derive(FromArgs, ArgsInfo)]
+#[argh(
+    subcommand,
+    name = "service",
+    example = "$ {command_name} restart netd",
+    note = "Stopping apid is refused: it serves the call. Restarting it drops the connection once it answered."
+)]
+pub struct ServiceCommand {
+    #[argh(subcommand)]
+    pub action: ServiceAction,
+}
+
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand)]
+pub enum ServiceAction {
+    Start(ServiceStartCommand),
+    Stop(ServiceStopCommand),
+    Restart(ServiceRestartCommand),
+}
+
+/// Start a stopped, finished or failed service.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "start")]
+pub struct ServiceStartCommand {
+    /// service id
+    #[argh(positional)]
+    pub id: String,
+}
+
+/// Stop a service; returns once it is stopped.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "stop")]
+pub struct ServiceStopCommand {
+    /// service id
+    #[argh(positional)]
+    pub id: String,
+}
+
+/// Stop and start a service.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "restart")]
+pub struct ServiceRestartCommand {
+    /// service id
+    #[argh(positional)]
+    pub id: String,
+}
+
+/// Print the nodes' events: every service's current state and recent
+/// configs applied; with -f, then each change until ctrl-c.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "events")]
+pub struct EventsCommand {
+    /// follow new events
+    #[argh(switch, short = 'f')]
+    pub follow: bool,
+}
+
+/// Print the nodes' memory, CPU time, load, disk usage and services' memory.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "stats")]
+pub struct StatsCommand {}
+
+/// Print a shell completion script for kilnctl (bash, zsh or fish).
+#[derive(FromArgs, ArgsInfo)]
+#[argh(
+    subcommand,
+    name = "completion",
+    example = "bash: $ source <({command_name} bash)",
+    example = "zsh: $ source <({command_name} zsh)",
+    example = "fish: $ {command_name} fish | source"
+)]
+pub struct CompletionCommand {
+    /// bash, zsh or fish
+    #[argh(positional)]
+    pub shell: String,
+}
+
 /// Validate machine config files offline, with the node's own rules: every
 /// error is printed on its own line as `FILE: field.path: problem`.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "validate",
@@ -137,14 +225,14 @@ pub struct ValidateCommand {
 }
 
 /// Generate configs and credentials.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "gen")]
 pub struct GenCommand {
     #[argh(subcommand)]
     pub command: GenSubcommand,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 pub enum GenSubcommand {
     Config(GenConfigCommand),
@@ -157,7 +245,7 @@ pub enum GenSubcommand {
 /// for the control plane, e.g. kubeadm's /etc/kubernetes/pki/ca.*) along with
 /// a fresh bootstrap token. Private keys are written mode 0600 and never
 /// printed; existing files are left alone unless --force.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "config",

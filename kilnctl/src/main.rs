@@ -6,6 +6,7 @@
 
 mod call;
 mod cli;
+mod completion;
 mod fsio;
 mod gen;
 mod kilnconfig;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         cli::Command::Gen(cli::GenCommand {
             command: cli::GenSubcommand::Config(ref cmd),
         }) => gen::run(cmd).map(|()| true),
+        cli::Command::Completion(ref cmd) => completion::run(cmd),
         _ => call::run(&cli),
     };
     match result {

@@ -342,3 +342,96 @@ fn gen_config_uses_an_existing_kubernetes_ca() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+/// Writes `kilnctl completion SHELL` to a file in `dir`.
+fn completion_script(shell: &str, dir: &Path) -> PathBuf {
+    let out = kilnctl(&["completion", shell]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let path = dir.join(format!("kilnctl.{shell}"));
+    fs::write(&path, &out.stdout).expect("write");
+    path
+}
+
+/// What a shell offers for `kilnctl WORDS… CUR`, sorted.
+fn offered(shell: &str, script: &Path, line: &str) -> Vec<String> {
+    let script = script.to_str().expect("utf-8");
+    let out = match shell {
+        // The real glue: COMP_WORDS as bash splits the line, then COMPREPLY.
+        "bash" => {
+            let prog = format!(
+                "source {script}; COMP_WORDS=({line}); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); \
+                 [[ \"{line}\" == *' ' ]] && COMP_WORDS+=('') && COMP_CWORD=$((COMP_CWORD + 1)); \
+                 _kilnctl; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+            );
+            Command::new("bash").args(["--norc", "-c", &prog]).output()
+        }
+        // fish's own completion engine on the line.
+        "fish" => Command::new("fish")
+            .args([
+                "--no-config",
+                "-c",
+                &format!("source {script}; complete -C '{line}'"),
+            ])
+            .output(),
+        // zsh's completion widgets need a terminal: the script's walker,
+        // which the widget calls with the same words, run directly.
+        _ => {
+            let words: Vec<&str> = line.split(' ').skip(1).collect();
+            let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+            let prog = format!(
+                "compdef() {{ :; }}; source {script}; _kilnctl_candidates {}; print \"status $?\"",
+                quoted.join(" ")
+            );
+            Command::new("zsh").args(["-f", "-c", &prog]).output()
+        }
+    }
+    .unwrap_or_else(|e| panic!("{shell} runs (installed by cargo xtask setup): {e}"));
+    assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+    let mut words: Vec<String> = text(&out.stdout)
+        .lines()
+        // fish prints "candidate<TAB>description".
+        .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+        .filter(|l| !l.is_empty() && l != "status 0")
+        .collect();
+    words.sort();
+    words
+}
+
+#[test]
+fn completion_scripts_follow_the_command_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(code(&kilnctl(&["completion", "tcsh"])), 2);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = completion_script(shell, dir.path());
+        let zsh = shell == "zsh";
+        let check = |line: &str, want: &[&str]| {
+            let mut got = offered(shell, &script, line);
+            // zsh's walker prints every candidate; zsh's compadd filters by
+            // the prefix, as bash's compgen and fish do.
+            if zsh {
+                let cur = line.rsplit(' ').next().unwrap_or_default();
+                got.retain(|w| w.starts_with(cur));
+            }
+            assert_eq!(got, want, "{shell}: {line:?}");
+        };
+        check("kilnctl ser", &["service", "services"]);
+        check("kilnctl service ", &["restart", "start", "stop"]);
+        check("kilnctl service st", &["start", "stop"]);
+        // An option's value is skipped: "services" is not taken for a
+        // subcommand after -n.
+        check("kilnctl -n services ev", &["events"]);
+        check("kilnctl events -", &["--follow", "--help", "-f"]);
+        check("kilnctl -o ", &["json", "text"]);
+        check("kilnctl completion ", &["bash", "fish", "zsh"]);
+        check("kilnctl gen config --cl", &["--cluster"]);
+        check("kilnctl --ins", &["--insecure"]);
+    }
+    // Every subcommand kilnctl has is offered at the top.
+    let script = completion_script("bash", dir.path());
+    let top = offered("bash", &script, "kilnctl ");
+    let help = text(&kilnctl(&["--help"]).stdout);
+    for name in &top {
+        assert!(help.contains(&format!("  {name} ")), "{name} not in --help");
+    }
+    assert_eq!(top.len(), 14, "{top:?}");
+}

@@ -272,6 +272,7 @@ fn disk_boot_twice(arch: Arch) {
         // client certificates are valid from today: mutual TLS works only
         // because the clock was corrected.
         rt.block_on(machine_api::configured_again(api_port, &cluster));
+        rt.block_on(machine_api::services_and_stats(api_port, &cluster));
         assert!(
             !m.console().contains("maintenance mode"),
             "maintenance mode although a config is stored"

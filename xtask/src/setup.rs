@@ -39,6 +39,9 @@ const MAIN: &[&str] = &[
     // timed's tests: a real NTP server (run by the tests with -x, on their
     // own port; its system service is kept from starting, see below).
     "chrony",
+    // kilnctl's completion tests run the scripts in each shell.
+    "zsh",
+    "fish",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 /// Packages whose system service must never run here: chrony's would set

@@ -7,6 +7,8 @@
 //!   key. We accept it if its SHA-256 fingerprint is the one the node printed
 //!   on its console, or — with no fingerprint given — any key (`--insecure`:
 //!   the caller was told the risk). No client certificate is sent.
+//!
+//! Also [`init_client`]: apid's side of PID 1's control channel.
 
 mod pin;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use kiln_api_proto::init::v1::init_client::InitClient;
 use kiln_api_proto::v1::machine_client::MachineClient;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -92,6 +95,25 @@ pub async fn connect(
             source,
         })?;
     Ok(MachineClient::new(channel))
+}
+
+/// A client of PID 1's control channel on the unix socket `path` (apid's
+/// side). Connects on first use and again after the connection drops, so
+/// apid can start before PID 1 serves and outlive a broken connection.
+pub fn init_client(path: &std::path::Path) -> InitClient<Channel> {
+    let path = Arc::new(path.to_path_buf());
+    let connector = tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path.as_path()).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    });
+    // The URI is a placeholder: the connector dials the socket.
+    let channel = Endpoint::from_static("http://init.sock")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(connector);
+    InitClient::new(channel)
 }
 
 /// Splits `endpoint` into the TLS server name and a socket address.

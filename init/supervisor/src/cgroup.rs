@@ -24,6 +24,7 @@ impl Cgroup {
     pub(crate) fn create(root: &Path, id: &str) -> std::io::Result<(Cgroup, OwnedFd)> {
         let path = root.join(id);
         std::fs::create_dir_all(&path)?;
+        delegate_controllers(root);
         kill_all(&path);
         let procs = std::fs::OpenOptions::new()
             .write(true)
@@ -50,6 +51,25 @@ impl Cgroup {
     pub(crate) fn remove(&self) {
         if let Err(e) = std::fs::remove_dir(&self.path) {
             warn!(cgroup = %self.path.display(), "cannot remove cgroup: {e}");
+        }
+    }
+}
+
+/// Enables in `root` every controller it has for its children, so each
+/// service's cgroup accounts memory, CPU and I/O (`memory.current` is what
+/// the machine API's Stats reads). Best effort: a controller the kernel
+/// refuses is left off, and the service runs without it.
+fn delegate_controllers(root: &Path) {
+    let Ok(available) = std::fs::read_to_string(root.join("cgroup.controllers")) else {
+        return;
+    };
+    let enabled = std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+    for c in available.split_whitespace() {
+        if enabled.split_whitespace().any(|e| e == c) {
+            continue;
+        }
+        if let Err(e) = std::fs::write(root.join("cgroup.subtree_control"), format!("+{c}")) {
+            warn!(cgroup = %root.display(), "cannot enable the {c} controller: {e}");
         }
     }
 }

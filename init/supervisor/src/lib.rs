@@ -22,9 +22,9 @@ pub use reaper::{Exit, SpawnError};
 pub use spec::{Backoff, Condition, HealthCheck, Probe, RestartPolicy, ServiceSpec};
 pub use validate::Error;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,6 +72,8 @@ pub struct Event {
     pub state: State,
     pub message: String,
     pub at: SystemTime,
+    /// The change's number: increases with every change of any service.
+    pub seq: u64,
 }
 
 /// A service's current state.
@@ -85,6 +87,8 @@ pub struct ServiceStatus {
     pub last_exit: Option<Exit>,
     pub message: String,
     pub since: SystemTime,
+    /// The number of the change that set this state (0: none yet).
+    pub seq: u64,
 }
 
 /// Supervisor-wide settings.
@@ -158,6 +162,8 @@ struct Inner {
     changed: watch::Sender<u64>,
     /// Set by shutdown: no service starts again.
     shutting_down: AtomicBool,
+    /// The last change's number ([`Event::seq`]).
+    seq: AtomicU64,
 }
 
 /// The supervisor. Cheap to clone.
@@ -179,6 +185,7 @@ impl Supervisor {
                 events,
                 changed,
                 shutting_down: AtomicBool::new(false),
+                seq: AtomicU64::new(0),
             }),
         }
     }
@@ -202,6 +209,7 @@ impl Supervisor {
                 last_exit: None,
                 message: "loaded".into(),
                 since: SystemTime::now(),
+                seq: 0,
             };
             let (desired, _) = watch::channel(Desired {
                 run: true,
@@ -227,6 +235,16 @@ impl Supervisor {
     /// State changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// The current states, and the changes after them: a watcher neither
+    /// misses a change nor sees one its snapshot already shows.
+    pub fn watch(&self) -> (Vec<ServiceStatus>, Changes) {
+        // Subscribed before the snapshot, so nothing falls in between.
+        let events = self.subscribe();
+        let states = self.list();
+        let seen = states.iter().map(|s| (s.id.clone(), s.seq)).collect();
+        (states, Changes { events, seen })
     }
 
     pub fn list(&self) -> Vec<ServiceStatus> {
@@ -349,6 +367,27 @@ impl Supervisor {
     }
 }
 
+/// State changes after a snapshot ([`Supervisor::watch`]).
+pub struct Changes {
+    events: broadcast::Receiver<Event>,
+    /// Per service, the change its snapshot showed.
+    seen: HashMap<String, u64>,
+}
+
+impl Changes {
+    /// The next change. `Lagged(n)` if this watcher fell so far behind that
+    /// `n` changes were dropped for it; `Closed` once the supervisor is gone.
+    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        loop {
+            let event = self.events.recv().await?;
+            match self.seen.get(&event.service) {
+                Some(&shown) if event.seq <= shown => continue,
+                _ => return Ok(event),
+            }
+        }
+    }
+}
+
 impl Inner {
     fn lock_services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Service>>> {
         lock(&self.services)
@@ -427,11 +466,13 @@ fn apply(
     st.pid = pid;
     st.message = message.clone();
     st.since = SystemTime::now();
+    st.seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
     let _ = inner.events.send(Event {
         service: svc.spec.id.clone(),
         state,
         message,
         at: st.since,
+        seq: st.seq,
     });
     inner.changed.send_modify(|n| *n += 1);
 }

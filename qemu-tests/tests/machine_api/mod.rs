@@ -8,7 +8,7 @@ use kiln_api_client::{connect, Trust};
 use kiln_api_proto::v1::machine_client::MachineClient;
 use kiln_api_proto::v1::{
     ApplyConfigurationRequest, ApplyMode, DmesgRequest, GetConfigurationRequest, LogsRequest, Mode,
-    RebootRequest, VersionRequest,
+    RebootRequest, ServiceListRequest, ServiceRequest, ServiceState, StatsRequest, VersionRequest,
 };
 use kiln_config::{Cluster, Machine, MachineCa, MachineConfig};
 use kiln_pki::{Ca, KeyedCert, Role, Validity, CLIENT_VALIDITY};
@@ -193,6 +193,80 @@ pub async fn configured_again(port: u16, cluster: &TestCluster) {
         saw_kernel |= m.message.starts_with("Linux version");
     }
     assert!(saw_kernel, "the kernel log starts at the kernel's banner");
+}
+
+/// The services through PID 1's control channel on the node: the list, a
+/// reader refused a stop, an operator's stop and start of hotplug, and
+/// stats with the services' cgroup v2 memory and the disk's filesystems.
+pub async fn services_and_stats(port: u16, cluster: &TestCluster) {
+    let (reader, operator) = (cluster.client(Role::Reader), cluster.client(Role::Operator));
+    let mut r = reach(port, || cluster.trust(&reader)).await;
+    let mut o = reach(port, || cluster.trust(&operator)).await;
+    let list = r
+        .service_list(ServiceListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    let ids: Vec<&str> = list.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["apid", "hotplug", "netd"], "{list:?}");
+    assert!(list.iter().all(|s| s.pid > 0), "{list:?}");
+
+    let hotplug = || ServiceRequest {
+        id: "hotplug".into(),
+    };
+    let err = r.service_stop(hotplug()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = o
+        .service_stop(ServiceRequest { id: "apid".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let stopped = o.service_stop(hotplug()).await.unwrap().into_inner();
+    let st = stopped.service.unwrap();
+    assert_eq!((st.state(), st.pid), (ServiceState::Stopped, 0), "{st:?}");
+    o.service_start(hotplug()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = r
+            .service_list(ServiceListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .services;
+        let h = list.iter().find(|s| s.id == "hotplug").unwrap();
+        if h.state() == ServiceState::Healthy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hotplug not healthy again: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let s = r.stats(StatsRequest {}).await.unwrap().into_inner();
+    let mem = s.memory.unwrap();
+    assert!(mem.total_bytes > 256 << 20, "{mem:?}");
+    assert!(s.cpus.len() >= 2 && s.cpus[0].name == "cpu", "{:?}", s.cpus);
+    let mounts: Vec<&str> = s.disks.iter().map(|d| d.mount_point.as_str()).collect();
+    assert_eq!(mounts, ["/", "/var", "/system/state"], "{:?}", s.disks);
+    assert!(s.disks.iter().all(|d| d.total_bytes > 0));
+    // The node runs cgroup v2: every service's memory is its cgroup's.
+    let services: Vec<(&str, &str)> = s
+        .services
+        .iter()
+        .map(|m| (m.id.as_str(), m.source.as_str()))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("apid", "cgroup"),
+            ("hotplug", "cgroup"),
+            ("netd", "cgroup")
+        ]
+    );
+    assert!(s.services.iter().all(|m| m.memory_bytes > 0), "{s:?}");
 }
 
 fn apply(data: Vec<u8>) -> ApplyConfigurationRequest {

@@ -15,13 +15,29 @@ pub enum Call {
     Shutdown,
     Logs,
     Dmesg,
+    ServiceList,
+    ServiceStart,
+    ServiceStop,
+    ServiceRestart,
+    Events,
+    Stats,
 }
 
 impl Call {
     pub fn least_role(self) -> Role {
         match self {
-            Call::Version | Call::GetConfiguration | Call::Logs | Call::Dmesg => Role::Reader,
-            Call::Reboot | Call::Shutdown => Role::Operator,
+            Call::Version
+            | Call::GetConfiguration
+            | Call::Logs
+            | Call::Dmesg
+            | Call::ServiceList
+            | Call::Events
+            | Call::Stats => Role::Reader,
+            Call::Reboot
+            | Call::Shutdown
+            | Call::ServiceStart
+            | Call::ServiceStop
+            | Call::ServiceRestart => Role::Operator,
             Call::ApplyConfiguration => Role::Admin,
         }
     }
@@ -71,6 +87,56 @@ impl Access {
                 }
                 Ok(role)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table as the README states it: every call, its least role, and
+    /// whether maintenance mode serves it.
+    const TABLE: [(Call, Role, bool); 13] = [
+        (Call::Version, Role::Reader, true),
+        (Call::ApplyConfiguration, Role::Admin, true),
+        (Call::GetConfiguration, Role::Reader, false),
+        (Call::Reboot, Role::Operator, false),
+        (Call::Shutdown, Role::Operator, false),
+        (Call::Logs, Role::Reader, false),
+        (Call::Dmesg, Role::Reader, false),
+        (Call::ServiceList, Role::Reader, false),
+        (Call::ServiceStart, Role::Operator, false),
+        (Call::ServiceStop, Role::Operator, false),
+        (Call::ServiceRestart, Role::Operator, false),
+        (Call::Events, Role::Reader, false),
+        (Call::Stats, Role::Reader, false),
+    ];
+
+    #[test]
+    fn the_table() {
+        for (call, role, maintenance) in TABLE {
+            assert_eq!(call.least_role(), role, "{call:?}");
+            assert_eq!(call.in_maintenance(), maintenance, "{call:?}");
+        }
+    }
+
+    #[test]
+    fn maintenance_serves_only_its_calls_and_configured_needs_a_certificate() {
+        for (call, _, maintenance) in TABLE {
+            let got = Access::Maintenance.authorize(call, &Request::new(()));
+            match got {
+                Ok(role) => assert!(maintenance && role == Role::Admin, "{call:?}"),
+                Err(e) => {
+                    assert!(!maintenance, "{call:?}");
+                    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+                }
+            }
+            // No TLS peer at all: unauthenticated, whatever the call.
+            let err = Access::Configured
+                .authorize(call, &Request::new(()))
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{call:?}");
         }
     }
 }

@@ -8,14 +8,20 @@
 //! - `config`: the machine config as apid uses it; its file on STATE is
 //!   kiln-config-store's.
 //! - `logs`, `kmsg`, `power`: what the calls read and do on the node.
+//! - `stats`: the Stats call's numbers from /proc, statvfs and cgroups.
+//! - `events`: apid's own events ("config applied") for the Events call.
+//!   Service calls and service events go to PID 1's control channel
+//!   (`kiln.init.v1.Init` on /run/kiln/init.sock).
 
 pub mod access;
 mod config;
+mod events;
 pub mod identity;
 mod kmsg;
 mod logs;
 mod power;
 pub mod server;
+pub mod stats;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +45,10 @@ pub enum Error {
 }
 
 const LOG_DIR: &str = "/var/log/kiln";
+/// Services' cgroups, as PID 1's supervisor makes them.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/kiln";
+/// The filesystems Stats reports, when mounted.
+const DISKS: [&str; 3] = ["/", "/var", kiln_config_store::STATE_DIR];
 
 /// The `apid` personality: serves until SIGTERM.
 pub fn run() -> Result<(), Error> {
@@ -60,6 +70,12 @@ pub fn run() -> Result<(), Error> {
         init: Pid::from_raw(1),
         names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         console: Some(PathBuf::from("/dev/console")),
+        control: PathBuf::from(kiln_api_proto::init::SOCKET),
+        stats: stats::Sources {
+            proc: PathBuf::from("/proc"),
+            cgroups: PathBuf::from(CGROUP_ROOT),
+            disks: DISKS.iter().map(PathBuf::from).collect(),
+        },
     });
     let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, kiln_api_proto::PORT));
     rt.block_on(async {

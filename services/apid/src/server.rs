@@ -10,25 +10,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_api_proto::init::v1::init_client::InitClient;
 use kiln_api_proto::v1::machine_server::{Machine, MachineServer};
 use kiln_api_proto::v1::{
-    ApplyConfigurationRequest, ApplyConfigurationResponse, ApplyMode, DmesgRequest, FieldChange,
-    GetConfigurationRequest, GetConfigurationResponse, KernelMessage, LogLine, LogsRequest, Mode,
-    RebootRequest, RebootResponse, ShutdownRequest, ShutdownResponse, VersionRequest,
+    event, ApplyConfigurationRequest, ApplyConfigurationResponse, ApplyMode, ConfigApplied,
+    DmesgRequest, Event, EventsRequest, FieldChange, GetConfigurationRequest,
+    GetConfigurationResponse, KernelMessage, LogLine, LogsRequest, Mode, RebootRequest,
+    RebootResponse, ServiceListRequest, ServiceListResponse, ServiceRequest, ServiceResponse,
+    ShutdownRequest, ShutdownResponse, StatsRequest, StatsResponse, VersionRequest,
     VersionResponse,
 };
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Channel, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
 use crate::access::{Access, Call};
 use crate::config::NodeConfig;
+use crate::events::Journal;
 use crate::identity::Identity;
 use crate::power::{self, PowerAction};
+use crate::stats::{self, StatsError};
 use crate::{kmsg, logs, Error};
 use kiln_config_store::ConfigStore;
 
@@ -50,6 +55,10 @@ pub struct Node {
     /// Where the maintenance fingerprint is announced for the operator at
     /// the machine: /dev/console on a node.
     pub console: Option<PathBuf>,
+    /// PID 1's control channel (a unix socket), for the service calls.
+    pub control: PathBuf,
+    /// Where Stats reads the kernel's numbers.
+    pub stats: stats::Sources,
 }
 
 /// The service for one run of the server, in one mode.
@@ -60,6 +69,13 @@ struct Api {
     config: Option<NodeConfig>,
     /// Notified to restart the server (new mode or identity).
     restart: Arc<Notify>,
+    /// PID 1's control channel (connects on first use).
+    init: InitClient<Channel>,
+    /// apid's own events, kept across server restarts.
+    journal: Arc<Journal>,
+    /// Turns true when this server run ends: follow streams then end too,
+    /// or the graceful shutdown would wait for them forever.
+    closing: watch::Receiver<bool>,
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -145,6 +161,15 @@ impl Machine for Api {
             changes = changes.len(),
             reboot, "machine config stored: {}", response.message
         );
+        self.journal.record(Event {
+            event: Some(event::Event::ConfigApplied(ConfigApplied {
+                mode: mode as i32,
+                changes: response.changes.clone(),
+                reboot,
+                message: response.message.clone(),
+                at_unix_ms: now_unix_ms(),
+            })),
+        });
         if reboot {
             self.power(PowerAction::Reboot)?;
         } else if mode != ApplyMode::Staged
@@ -223,7 +248,7 @@ impl Machine for Api {
             r.map(|line| LogLine { line })
                 .map_err(|e| Status::internal(e.to_string()))
         });
-        Ok(Response::new(Box::pin(lines)))
+        Ok(Response::new(self.until_closing(lines)))
     }
 
     type DmesgStream = Streamed<KernelMessage>;
@@ -238,8 +263,183 @@ impl Machine for Api {
         tokio::spawn(kmsg::stream(self.node.kmsg.clone(), follow, tx));
         let records =
             ReceiverStream::new(rx).map(|r| r.map_err(|e| Status::internal(e.to_string())));
-        Ok(Response::new(Box::pin(records)))
+        Ok(Response::new(self.until_closing(records)))
     }
+
+    async fn service_list(
+        &self,
+        request: Request<ServiceListRequest>,
+    ) -> Result<Response<ServiceListResponse>, Status> {
+        self.access.authorize(Call::ServiceList, &request)?;
+        let list = self
+            .init
+            .clone()
+            .service_list(ServiceListRequest {})
+            .await
+            .map_err(from_init)?;
+        Ok(Response::new(list.into_inner()))
+    }
+
+    async fn service_start(
+        &self,
+        request: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        self.service_call(Call::ServiceStart, request).await
+    }
+
+    async fn service_stop(
+        &self,
+        request: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        self.service_call(Call::ServiceStop, request).await
+    }
+
+    async fn service_restart(
+        &self,
+        request: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        self.service_call(Call::ServiceRestart, request).await
+    }
+
+    type EventsStream = Streamed<Event>;
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        self.access.authorize(Call::Events, &request)?;
+        let follow = request.into_inner().follow;
+        // apid's own first, so none recorded while PID 1 answers is lost.
+        let (kept, own) = self.journal.watch();
+        let services = self
+            .init
+            .clone()
+            .events(EventsRequest { follow })
+            .await
+            .map_err(from_init)?
+            .into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(forward_events(kept, follow.then_some(own), services, tx));
+        Ok(Response::new(self.until_closing(ReceiverStream::new(rx))))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
+        self.access.authorize(Call::Stats, &request)?;
+        let services = self
+            .init
+            .clone()
+            .service_list(ServiceListRequest {})
+            .await
+            .map_err(from_init)?
+            .into_inner()
+            .services;
+        let internal = |e: StatsError| {
+            error!("stats: {e}");
+            Status::internal(e.to_string())
+        };
+        let s = &self.node.stats;
+        Ok(Response::new(StatsResponse {
+            memory: Some(s.memory().map_err(internal)?),
+            cpus: s.cpus().map_err(internal)?,
+            ticks_per_second: stats::ticks_per_second(),
+            load: Some(s.load().map_err(internal)?),
+            disks: s.disks().map_err(internal)?,
+            services: s.services(&services).map_err(internal)?,
+        }))
+    }
+}
+
+/// Streams apid's kept events, then PID 1's service events (current states
+/// first) and, when following, apid's new ones, until the client goes away.
+async fn forward_events(
+    kept: Vec<Event>,
+    mut own: Option<broadcast::Receiver<Event>>,
+    mut services: tonic::Streaming<kiln_api_proto::v1::ServiceEvent>,
+    tx: mpsc::Sender<Result<Event, Status>>,
+) {
+    for e in kept {
+        if tx.send(Ok(e)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let next = tokio::select! {
+            _ = tx.closed() => return,
+            service = services.message() => match service {
+                Ok(Some(e)) => Ok(Event { event: Some(event::Event::Service(e)) }),
+                // Not following: the current states were all; or PID 1 is
+                // shutting down.
+                Ok(None) => return,
+                Err(status) => Err(from_init(status)),
+            },
+            mine = async { own.as_mut()?.recv().await.ok() }, if own.is_some() => match mine {
+                Some(e) => Ok(e),
+                None => Err(Status::data_loss("apid's events lost: this client fell behind; subscribe again")),
+            },
+        };
+        let end = next.is_err();
+        if tx.send(next).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+impl Api {
+    /// `stream`, ended when this server run ends.
+    fn until_closing<T: Send + 'static>(
+        &self,
+        stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> Streamed<T> {
+        let mut closing = self.closing.clone();
+        Box::pin(futures_util::StreamExt::take_until(stream, async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }))
+    }
+
+    /// ServiceStart, ServiceStop, ServiceRestart: authorised here, carried
+    /// out by PID 1.
+    async fn service_call(
+        &self,
+        call: Call,
+        request: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        let role = self.access.authorize(call, &request)?;
+        let req = request.into_inner();
+        info!(service = %req.id, role = role.name(), "{call:?}");
+        let mut init = self.init.clone();
+        let answer = match call {
+            Call::ServiceStart => init.service_start(req).await,
+            Call::ServiceStop => init.service_stop(req).await,
+            _ => init.service_restart(req).await,
+        };
+        Ok(Response::new(answer.map_err(from_init)?.into_inner()))
+    }
+}
+
+/// PID 1's refusals (unknown service, apid itself, shutting down) go to the
+/// caller as they are; anything else means the channel itself failed.
+fn from_init(status: Status) -> Status {
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument | Code::DataLoss => {
+            status
+        }
+        _ => Status::unavailable(format!(
+            "PID 1's control channel: {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Api {
@@ -293,9 +493,18 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(stop);
+    let init = kiln_api_client::init_client(&node.control);
+    let journal = Arc::new(Journal::default());
     loop {
         let restart = Arc::new(Notify::new());
-        let (api, tls) = prepare(&node, restart.clone())?;
+        let (closing, closing_rx) = watch::channel(false);
+        let (api, tls) = prepare(
+            &node,
+            restart.clone(),
+            init.clone(),
+            journal.clone(),
+            closing_rx,
+        )?;
         let mut stopped = false;
         let server = Server::builder()
             .tls_config(tls)
@@ -306,6 +515,7 @@ pub async fn serve(
                     _ = restart.notified() => {}
                     _ = &mut stop => stopped = true,
                 }
+                closing.send_replace(true);
             });
         server.await.map_err(Error::Serve)?;
         if stopped {
@@ -316,7 +526,13 @@ pub async fn serve(
 }
 
 /// Chooses the mode from the stored config and makes the TLS identity.
-fn prepare(node: &Arc<Node>, restart: Arc<Notify>) -> Result<(Api, ServerTlsConfig), Error> {
+fn prepare(
+    node: &Arc<Node>,
+    restart: Arc<Notify>,
+    init: InitClient<Channel>,
+    journal: Arc<Journal>,
+    closing: watch::Receiver<bool>,
+) -> Result<(Api, ServerTlsConfig), Error> {
     let stored = match node.store.load() {
         Ok(stored) => stored,
         Err(e) => {
@@ -367,6 +583,9 @@ fn prepare(node: &Arc<Node>, restart: Arc<Notify>) -> Result<(Api, ServerTlsConf
             access,
             config,
             restart,
+            init,
+            journal,
+            closing,
         },
         tls,
     ))

@@ -4,18 +4,22 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_api_client::{connect, Trust};
 use kiln_api_proto::v1::{
-    ApplyConfigurationRequest, ApplyMode, GetConfigurationRequest, LogsRequest, Mode,
-    RebootRequest, VersionRequest,
+    event, ApplyConfigurationRequest, ApplyMode, Event, EventsRequest, GetConfigurationRequest,
+    LogsRequest, Mode, RebootRequest, ServiceListRequest, ServiceRequest, ServiceState,
+    StatsRequest, VersionRequest,
 };
+use kiln_apid::stats::Sources;
 use kiln_apid::{ConfigStore, Node};
 use kiln_pki::Role;
 use kiln_pki::{Ca, KeyedCert, Validity, CLIENT_VALIDITY};
+use kiln_supervisor::reaper::{self, ExitFuture, Reaper};
+use kiln_supervisor::Exit;
+use kiln_supervisor::{ServiceSpec, Supervisor, SupervisorConfig};
 use nix::unistd::Pid;
 use tonic::Code;
 
@@ -83,20 +87,47 @@ impl Pki {
 }
 
 /// apid serving on a loopback port, with `init` a real process that
-/// receives its power requests.
+/// receives its power requests (started through the supervisor's reaper,
+/// which reaps every child of this process), and PID 1's real control channel on a unix
+/// socket, over a real supervisor running `sleep` as the services "apid"
+/// (standing in for apid itself) and "worker".
 struct Apid {
     addr: SocketAddr,
     dir: tempfile::TempDir,
-    init: Child,
+    init: i32,
+    init_exit: Option<ExitFuture>,
+    supervisor: Supervisor,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), kiln_apid::Error>>>,
 }
 
+fn sleeper(id: &str) -> ServiceSpec {
+    ServiceSpec::new(id, ["sleep", "600"]).env("PATH", "/usr/bin:/bin")
+}
+
 impl Apid {
-    fn start() -> Apid {
+    async fn start() -> Apid {
+        Apid::start_with(true).await
+    }
+
+    /// `pid1`: whether PID 1's control channel serves (else its socket is
+    /// absent, as if PID 1 could not serve it).
+    async fn start_with(pid1: bool) -> Apid {
         let dir = tempfile::tempdir().unwrap();
+        reaper::become_subreaper().unwrap();
+        let supervisor = Supervisor::new(SupervisorConfig::default(), Reaper::start());
+        supervisor
+            .load(vec![sleeper("apid"), sleeper("worker")])
+            .await
+            .unwrap();
+        let control = dir.path().join("init.sock");
+        if pid1 {
+            kiln_init::control::spawn(supervisor.clone(), control.clone(), "apid");
+        }
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
-        let init = Command::new("sleep").arg("60").spawn().unwrap();
+        let (init, init_exit) = Reaper::start()
+            .spawn(&reaper::Command::new(["/bin/sleep", "60"]))
+            .unwrap();
         let addr = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
@@ -105,9 +136,15 @@ impl Apid {
             store: ConfigStore::new(&dir.path().join("state")),
             log_dir: dir.path().join("log"),
             kmsg: "/dev/kmsg".into(),
-            init: Pid::from_raw(init.id() as i32),
+            init: Pid::from_raw(init),
             names: vec!["localhost".into(), "127.0.0.1".into()],
             console: Some(dir.path().join("console")),
+            control,
+            stats: Sources {
+                proc: "/proc".into(),
+                cgroups: dir.path().join("cgroups"),
+                disks: vec!["/".into(), "/var".into(), "/system/state".into()],
+            },
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(kiln_apid::serve(node, addr, async {
@@ -117,6 +154,8 @@ impl Apid {
             addr,
             dir,
             init,
+            init_exit: Some(init_exit),
+            supervisor,
             stop: Some(tx),
             task: Some(task),
         }
@@ -154,8 +193,8 @@ impl Apid {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
-        let _ = self.init.kill();
-        let _ = self.init.wait();
+        self.supervisor.shutdown(TIMEOUT).await;
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.init), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -165,7 +204,7 @@ fn insecure() -> Trust {
 
 #[tokio::test]
 async fn maintenance_then_configured_with_roles() {
-    let apid = Apid::start();
+    let apid = Apid::start().await;
     let pki = Pki::new("machine CA");
 
     // Maintenance: Version answers, reading config does not.
@@ -277,7 +316,7 @@ async fn maintenance_then_configured_with_roles() {
 
 #[tokio::test]
 async fn fingerprint_pinning() {
-    let apid = Apid::start();
+    let apid = Apid::start().await;
     // The fingerprint shown on the console pins the node's key.
     let shown = async {
         loop {
@@ -320,7 +359,7 @@ async fn fingerprint_pinning() {
 
 #[tokio::test]
 async fn logs_and_reboot() {
-    let mut apid = Apid::start();
+    let mut apid = Apid::start().await;
     let pki = Pki::new("machine CA");
     let mut c = apid.client(insecure).await;
     c.apply_configuration(ApplyConfigurationRequest {
@@ -362,13 +401,207 @@ async fn logs_and_reboot() {
 
     // Reboot reaches "init" as SIGINT, after the answer.
     o.reboot(RebootRequest {}).await.unwrap();
-    let status = tokio::task::spawn_blocking({
-        let mut init = std::mem::replace(&mut apid.init, Command::new("true").spawn().unwrap());
-        move || init.wait().unwrap()
+    let exit = tokio::time::timeout(TIMEOUT, apid.init_exit.take().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit, Some(Exit::Signal(libc::SIGINT)));
+    apid.stop().await;
+}
+
+fn service(id: &str) -> ServiceRequest {
+    ServiceRequest { id: id.into() }
+}
+
+/// The next event, within the test's patience.
+async fn next_event(events: &mut tonic::Streaming<Event>) -> event::Event {
+    tokio::time::timeout(TIMEOUT, events.message())
+        .await
+        .expect("an event in time")
+        .expect("no stream error")
+        .expect("the stream is open")
+        .event
+        .expect("an event")
+}
+
+/// Reads events until `id` reaches `state`; returns the states it passed.
+async fn until_state(
+    events: &mut tonic::Streaming<Event>,
+    id: &str,
+    state: ServiceState,
+) -> Vec<ServiceState> {
+    let mut seen = vec![];
+    loop {
+        if let event::Event::Service(e) = next_event(events).await {
+            if e.service == id {
+                seen.push(e.state());
+                if e.state() == state {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn services_events_and_stats_through_pid1() {
+    let apid = Apid::start().await;
+    let pki = Pki::new("machine CA");
+    let mut c = apid.client(insecure).await;
+    // Maintenance mode serves none of them.
+    let err = c.service_list(ServiceListRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    c.apply_configuration(ApplyConfigurationRequest {
+        data: pki.config("node-3").into_bytes(),
+        mode: ApplyMode::Auto as i32,
+        dry_run: false,
     })
     .await
     .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGINT));
+    let (reader, operator) = (pki.role(Role::Reader), pki.role(Role::Operator));
+    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let mut o = apid.client(|| pki.trust(&operator)).await;
+
+    // The list comes from PID 1's supervisor: real processes.
+    let list = loop {
+        let list = r
+            .service_list(ServiceListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .services;
+        if list.iter().all(|s| s.state() == ServiceState::Healthy) {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: Vec<&str> = list.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["apid", "worker"]);
+    let worker_pid = list[1].pid;
+    assert!(Path::new(&format!("/proc/{worker_pid}")).exists());
+
+    // Events: apid's own first (the first config), then every service's
+    // current state, then changes.
+    let mut events = r
+        .events(EventsRequest { follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+    match next_event(&mut events).await {
+        event::Event::ConfigApplied(a) => {
+            assert!(a.message.contains("maintenance"), "{a:?}");
+            assert!(a.at_unix_ms > 0);
+        }
+        other => panic!("expected the first config's event, got {other:?}"),
+    }
+    for id in ["apid", "worker"] {
+        match next_event(&mut events).await {
+            event::Event::Service(e) => {
+                assert_eq!((e.service.as_str(), e.state()), (id, ServiceState::Healthy))
+            }
+            other => panic!("expected {id}'s state, got {other:?}"),
+        }
+    }
+
+    // A reader may look but not touch.
+    let err = r.service_stop(service("worker")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("operator"), "{}", err.message());
+
+    // An operator stops, starts and restarts; the reader's stream sees it.
+    let st = o
+        .service_stop(service("worker"))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!((st.state(), st.pid), (ServiceState::Stopped, 0));
+    assert_eq!(
+        until_state(&mut events, "worker", ServiceState::Stopped).await,
+        [ServiceState::Stopping, ServiceState::Stopped]
+    );
+    o.service_start(service("worker")).await.unwrap();
+    until_state(&mut events, "worker", ServiceState::Healthy).await;
+    o.service_restart(service("worker")).await.unwrap();
+    until_state(&mut events, "worker", ServiceState::Stopped).await;
+    until_state(&mut events, "worker", ServiceState::Healthy).await;
+    let now = r.service_list(ServiceListRequest {}).await.unwrap();
+    let new_pid = now.into_inner().services[1].pid;
+    assert!(new_pid != 0 && new_pid != worker_pid);
+    assert!(!Path::new(&format!("/proc/{worker_pid}/exe")).exists());
+
+    // Stopping apid itself is refused; unknown services are not found.
+    let err = o.service_stop(service("apid")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = o.service_start(service("nope")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+
+    // A stored config is an event too.
+    let admin = pki.role(Role::Admin);
+    let mut a = apid.client(|| pki.trust(&admin)).await;
+    a.apply_configuration(ApplyConfigurationRequest {
+        data: pki.config("node-4").into_bytes(),
+        mode: ApplyMode::Staged as i32,
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    loop {
+        if let event::Event::ConfigApplied(e) = next_event(&mut events).await {
+            assert_eq!(e.mode, ApplyMode::Staged as i32);
+            assert!(e.changes.iter().any(|c| c.path == "hostname"), "{e:?}");
+            break;
+        }
+    }
+
+    // Stats: this machine's numbers, and the services' memory (the host's
+    // cgroups are v1, so each process's VmRSS).
+    let s = r.stats(StatsRequest {}).await.unwrap().into_inner();
+    let mem = s.memory.unwrap();
+    assert!(mem.total_bytes > 0 && mem.available_bytes <= mem.total_bytes);
+    assert_eq!(s.cpus[0].name, "cpu");
+    assert!(s.cpus.len() >= 2 && s.ticks_per_second > 0);
+    assert!(s.load.is_some());
+    assert_eq!(s.disks[0].mount_point, "/");
+    assert!(s.disks[0].total_bytes > 0);
+    let ids: Vec<(&str, &str)> = s
+        .services
+        .iter()
+        .map(|m| (m.id.as_str(), m.source.as_str()))
+        .collect();
+    assert_eq!(ids, [("apid", "rss"), ("worker", "rss")]);
+    assert!(s.services.iter().all(|m| m.memory_bytes > 0));
+    // The reader's stream is still following: stopping the server ends it
+    // (a graceful shutdown would otherwise wait for it forever).
+    apid.stop().await;
+    let end = tokio::time::timeout(TIMEOUT, events.message()).await;
+    assert!(matches!(end, Ok(Ok(None))), "{end:?}");
+}
+
+#[tokio::test]
+async fn without_pid1_service_calls_are_unavailable() {
+    let apid = Apid::start_with(false).await;
+    let pki = Pki::new("machine CA");
+    let mut c = apid.client(insecure).await;
+    c.apply_configuration(ApplyConfigurationRequest {
+        data: pki.config("node-5").into_bytes(),
+        mode: ApplyMode::Auto as i32,
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let reader = pki.role(Role::Reader);
+    let mut r = apid.client(|| pki.trust(&reader)).await;
+    // The calls that need PID 1 say so; apid itself stays up.
+    let err = r.service_list(ServiceListRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let err = r.stats(StatsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains("control channel"),
+        "{}",
+        err.message()
+    );
+    r.version(VersionRequest {}).await.unwrap();
     apid.stop().await;
 }
