@@ -36,6 +36,13 @@ const MAIN: &[&str] = &[
     // netd's tests: the DHCP server (the binary only; `dnsmasq` would start
     // a system service).
     "dnsmasq-base",
+    // kiln-cri's tests: a real registry (started by the tests, not as a
+    // system service), skopeo to push the images they build, htpasswd for
+    // the auth case, and a real static binary to pack into images.
+    "docker-registry",
+    "skopeo",
+    "apache2-utils",
+    "busybox-static",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 
