@@ -5,16 +5,22 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Makes temporary names unique within the process (concurrent writers of
+/// one file each get their own).
+static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `data` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = parent(path)?;
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         path.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let mut file = File::create(&tmp)?;
     file.write_all(data)?;

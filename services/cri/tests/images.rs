@@ -112,6 +112,7 @@ fn pull_list_status_remove_and_collect() {
 
         // A second tag and a digest reference name the same image.
         assert_eq!(pull(&mut cri, &format!("{r}/kiln/busybox:2")).await.unwrap(), id.to_string());
+        assert_eq!(reg.tag_digest("kiln/busybox", "2"), built.busybox.digest.to_string());
         let by_digest = format!("{r}/kiln/busybox@{}", built.busybox.digest);
         assert_eq!(pull(&mut cri, &by_digest).await.unwrap(), id.to_string());
         let img = status(&mut cri, &format!("{r}/kiln/busybox:1")).await.unwrap();

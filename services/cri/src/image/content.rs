@@ -70,6 +70,9 @@ impl ContentStore {
                 actual,
             });
         }
+        if self.has(d) {
+            return Ok(());
+        }
         let p = self.path(d);
         fsutil::write_atomic(&p, data).map_err(io_at(&p))
     }

@@ -137,6 +137,8 @@ impl ImageStore {
             }
             rec.pinned = old.pinned;
         }
+        rec.repo_tags.sort();
+        rec.repo_digests.sort();
         records.put(rec.clone())?;
         tracing::info!(image = %r, id = %rec.id, "pulled");
         Ok(rec)

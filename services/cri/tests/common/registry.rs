@@ -61,7 +61,9 @@ impl Registry {
     /// Pushes `oci:<layout>:<tag>` to `<addr>/<dest>` (every platform).
     pub fn push(&self, layout: &Path, tag: &str, dest: &str) {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
+        // --preserve-digests: the registry serves exactly the blobs built here
+        // (no recompression of the zstd layer, no re-encoded manifest).
+        cmd.args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"]);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
@@ -71,6 +73,19 @@ impl Registry {
             .output()
             .expect("skopeo");
         assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The manifest digest a tag points at, from the registry's storage.
+    pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
+        let link = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link");
+        std::fs::read_to_string(link).unwrap().trim().to_string()
     }
 
     /// Where the registry keeps a blob's bytes.
