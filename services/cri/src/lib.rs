@@ -54,13 +54,15 @@ pub fn run(args: Args) -> Result<(), Error> {
         .map_err(Error::Runtime)?;
     rt.block_on(async {
         let root = args.root.clone();
-        let store = tokio::task::spawn_blocking(move || image::ImageStore::open(&root, args.insecure_registry))
-            .await
-            .map_err(|e| Error::Runtime(std::io::Error::other(e)))?
-            .map_err(|source| Error::Store {
-                root: args.root.clone(),
-                source,
-            })?;
+        let store = tokio::task::spawn_blocking(move || {
+            image::ImageStore::open(&root, args.insecure_registry)
+        })
+        .await
+        .map_err(|e| Error::Runtime(std::io::Error::other(e)))?
+        .map_err(|source| Error::Store {
+            root: args.root.clone(),
+            source,
+        })?;
         server::serve(Arc::new(store), &args.socket, stop()).await?;
         Ok(())
     })
@@ -68,7 +70,10 @@ pub fn run(args: Args) -> Result<(), Error> {
 
 async fn stop() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -68,8 +68,10 @@ async fn remove(cri: &mut Cri, image: &str) {
 }
 
 fn config_digest(layout: &oci::Layout, manifest: &oci::Desc) -> Digest {
-    let m: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.dir.join("blobs/sha256").join(manifest.digest.hex())).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &fs::read(layout.dir.join("blobs/sha256").join(manifest.digest.hex())).unwrap(),
+    )
+    .unwrap();
     m["config"]["digest"].as_str().unwrap().parse().unwrap()
 }
 
@@ -86,49 +88,127 @@ fn pull_list_status_remove_and_collect() {
         let r = &reg.addr;
 
         // RuntimeService: Version, and UNIMPLEMENTED for the rest.
-        let v = cri.runtime.version(VersionRequest::default()).await.unwrap().into_inner();
-        assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("kiln-cri", "v1"));
-        let err = cri.runtime.status(StatusRequest::default()).await.unwrap_err();
+        let v = cri
+            .runtime
+            .version(VersionRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+            ("kiln-cri", "v1")
+        );
+        let err = cri
+            .runtime
+            .status(StatusRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
 
         // Pull by tag: the image ID is the config digest.
         let id = config_digest(&layout, &built.busybox);
-        assert_eq!(pull(&mut cri, &format!("{r}/kiln/busybox:1")).await.unwrap(), id.to_string());
+        assert_eq!(
+            pull(&mut cri, &format!("{r}/kiln/busybox:1"))
+                .await
+                .unwrap(),
+            id.to_string()
+        );
 
         // The snapshots: one per layer, keyed by chain ID, overlayfs form.
-        let diff_ids: Vec<Digest> = built.busybox_layers.iter().map(|l| l.diff_id.clone()).collect();
+        let diff_ids: Vec<Digest> = built
+            .busybox_layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect();
         let chains = chain_ids(&diff_ids);
-        let snap = |i: usize| cri.root().join("snapshots/sha256").join(chains[i].hex()).join("fs");
-        assert_eq!(fs::read(snap(0).join("bin/busybox")).unwrap(), oci::busybox());
-        let (bb, sh) = (fs::metadata(snap(0).join("bin/busybox")).unwrap(), fs::metadata(snap(0).join("bin/sh")).unwrap());
-        assert_eq!((bb.ino(), bb.mode() & 0o777), (sh.ino(), 0o755), "hard link within a layer");
-        assert_eq!(fs::read_link(snap(0).join("bin/ls")).unwrap().to_str(), Some("busybox"));
+        let snap = |i: usize| {
+            cri.root()
+                .join("snapshots/sha256")
+                .join(chains[i].hex())
+                .join("fs")
+        };
+        assert_eq!(
+            fs::read(snap(0).join("bin/busybox")).unwrap(),
+            oci::busybox()
+        );
+        let (bb, sh) = (
+            fs::metadata(snap(0).join("bin/busybox")).unwrap(),
+            fs::metadata(snap(0).join("bin/sh")).unwrap(),
+        );
+        assert_eq!(
+            (bb.ino(), bb.mode() & 0o777),
+            (sh.ino(), 0o755),
+            "hard link within a layer"
+        );
+        assert_eq!(
+            fs::read_link(snap(0).join("bin/ls")).unwrap().to_str(),
+            Some("busybox")
+        );
         let wh = fs::symlink_metadata(snap(1).join("etc/motd")).unwrap();
-        assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout");
+        assert!(
+            wh.file_type().is_char_device() && wh.rdev() == 0,
+            "whiteout"
+        );
         let mut x = [0u8; 1];
-        assert_eq!(rustix::fs::lgetxattr(snap(1).join("opt/old"), "trusted.overlay.opaque", &mut x).unwrap(), 1);
-        assert_eq!(fs::read(snap(1).join("bin/cat")).unwrap(), oci::busybox(), "hard link to a lower layer");
+        assert_eq!(
+            rustix::fs::lgetxattr(snap(1).join("opt/old"), "trusted.overlay.opaque", &mut x)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            fs::read(snap(1).join("bin/cat")).unwrap(),
+            oci::busybox(),
+            "hard link to a lower layer"
+        );
         assert_eq!(fs::read(snap(2).join("etc/hostname")).unwrap(), b"kiln\n");
 
         // A second tag and a digest reference name the same image.
-        assert_eq!(pull(&mut cri, &format!("{r}/kiln/busybox:2")).await.unwrap(), id.to_string());
-        assert_eq!(reg.tag_digest("kiln/busybox", "2"), built.busybox.digest.to_string());
+        assert_eq!(
+            pull(&mut cri, &format!("{r}/kiln/busybox:2"))
+                .await
+                .unwrap(),
+            id.to_string()
+        );
+        assert_eq!(
+            reg.tag_digest("kiln/busybox", "2"),
+            built.busybox.digest.to_string()
+        );
         let by_digest = format!("{r}/kiln/busybox@{}", built.busybox.digest);
         assert_eq!(pull(&mut cri, &by_digest).await.unwrap(), id.to_string());
-        let img = status(&mut cri, &format!("{r}/kiln/busybox:1")).await.unwrap();
+        let img = status(&mut cri, &format!("{r}/kiln/busybox:1"))
+            .await
+            .unwrap();
         assert_eq!(img.id, id.to_string());
-        assert_eq!(img.repo_tags, vec![format!("{r}/kiln/busybox:1"), format!("{r}/kiln/busybox:2")]);
+        assert_eq!(
+            img.repo_tags,
+            vec![format!("{r}/kiln/busybox:1"), format!("{r}/kiln/busybox:2")]
+        );
         assert_eq!(img.repo_digests, vec![by_digest.clone()]);
         assert_eq!(img.uid, Some(Int64Value { value: 1000 }));
         let layer_bytes: u64 = built.busybox_layers.iter().map(|l| l.desc.size).sum();
-        assert!(img.size > layer_bytes, "size {} counts the layers ({layer_bytes}) and config", img.size);
-        assert_eq!(status(&mut cri, &by_digest).await.unwrap().id, id.to_string());
-        assert_eq!(status(&mut cri, &id.to_string()).await.unwrap().id, id.to_string());
+        assert!(
+            img.size > layer_bytes,
+            "size {} counts the layers ({layer_bytes}) and config",
+            img.size
+        );
+        assert_eq!(
+            status(&mut cri, &by_digest).await.unwrap().id,
+            id.to_string()
+        );
+        assert_eq!(
+            status(&mut cri, &id.to_string()).await.unwrap().id,
+            id.to_string()
+        );
         assert_eq!(status(&mut cri, id.hex()).await.unwrap().id, id.to_string());
-        assert!(status(&mut cri, &format!("{r}/kiln/busybox:9")).await.is_none());
+        assert!(status(&mut cri, &format!("{r}/kiln/busybox:9"))
+            .await
+            .is_none());
         let verbose = cri
             .images
-            .image_status(ImageStatusRequest { image: spec(&by_digest), verbose: true })
+            .image_status(ImageStatusRequest {
+                image: spec(&by_digest),
+                verbose: true,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -137,25 +217,49 @@ fn pull_list_status_remove_and_collect() {
         // A manifest list: the node's platform is picked.
         let multi_id = pull(&mut cri, &format!("{r}/kiln/multi:1")).await.unwrap();
         let multi = status(&mut cri, &multi_id).await.unwrap();
-        assert_eq!(multi.repo_digests, vec![format!("{r}/kiln/multi@{}", built.multi.digest)]);
+        assert_eq!(
+            multi.repo_digests,
+            vec![format!("{r}/kiln/multi@{}", built.multi.digest)]
+        );
         let info = cri
             .images
-            .image_status(ImageStatusRequest { image: spec(&multi_id), verbose: true })
+            .image_status(ImageStatusRequest {
+                image: spec(&multi_id),
+                verbose: true,
+            })
             .await
             .unwrap()
             .into_inner()
             .info;
         let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
         let top = info["layerDirs"][0].as_str().unwrap();
-        assert_eq!(fs::read_to_string(format!("{top}/arch")).unwrap(), node_arch());
+        assert_eq!(
+            fs::read_to_string(format!("{top}/arch")).unwrap(),
+            node_arch()
+        );
 
         // Lists, with and without a filter.
         assert_eq!(list(&mut cri, None).await.len(), 2);
-        assert_eq!(list(&mut cri, Some(&format!("{r}/kiln/busybox:2"))).await.len(), 1);
-        assert_eq!(list(&mut cri, Some(&format!("{r}/kiln/nothing:1"))).await.len(), 0);
+        assert_eq!(
+            list(&mut cri, Some(&format!("{r}/kiln/busybox:2")))
+                .await
+                .len(),
+            1
+        );
+        assert_eq!(
+            list(&mut cri, Some(&format!("{r}/kiln/nothing:1")))
+                .await
+                .len(),
+            0
+        );
 
         // ImageFsInfo counts the store.
-        let fsinfo = cri.images.image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner();
+        let fsinfo = cri
+            .images
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         let usage = &fsinfo.image_filesystems[0];
         assert!(usage.used_bytes.as_ref().unwrap().value > 2 * oci::busybox().len() as u64);
         assert!(usage.inodes_used.as_ref().unwrap().value > 20);
@@ -171,15 +275,32 @@ fn pull_list_status_remove_and_collect() {
         remove(&mut cri, &id.to_string()).await;
         assert!(status(&mut cri, &id.to_string()).await.is_none());
         let left = cri.files("blobs/sha256");
-        assert_eq!(left.len(), 4, "multi's index, manifest, config and layer: {left:?}");
-        assert!(!left.iter().any(|b| built.busybox_layers.iter().any(|l| l.desc.digest.hex() == b)));
+        assert_eq!(
+            left.len(),
+            4,
+            "multi's index, manifest, config and layer: {left:?}"
+        );
+        assert!(!left.iter().any(|b| built
+            .busybox_layers
+            .iter()
+            .any(|l| l.desc.digest.hex() == b)));
         assert_eq!(cri.files("snapshots/sha256").len(), 1);
         // Removing again is not an error.
         remove(&mut cri, &id.to_string()).await;
 
         remove(&mut cri, &format!("{r}/kiln/multi:1")).await;
-        for dir in ["blobs/sha256", "snapshots/sha256", "snapshots/tmp", "ingest", "images"] {
-            assert!(cri.files(dir).is_empty(), "{dir} is empty after the last remove: {:?}", cri.files(dir));
+        for dir in [
+            "blobs/sha256",
+            "snapshots/sha256",
+            "snapshots/tmp",
+            "ingest",
+            "images",
+        ] {
+            assert!(
+                cri.files(dir).is_empty(),
+                "{dir} is empty after the last remove: {:?}",
+                cri.files(dir)
+            );
         }
         assert!(list(&mut cri, None).await.is_empty());
         cri.stop().await;
@@ -196,7 +317,9 @@ fn bad_requests_get_named_errors() {
         assert!(err.message().contains("image.image"), "{}", err.message());
         let err = pull(&mut cri, "repo/Not:Valid:Ref").await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        let err = pull(&mut cri, &format!("{}/kiln/absent:1", reg.addr)).await.unwrap_err();
+        let err = pull(&mut cri, &format!("{}/kiln/absent:1", reg.addr))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{}", err.message());
         cri.stop().await;
     });
@@ -221,11 +344,20 @@ fn a_corrupt_blob_fails_by_name_and_stores_nothing() {
         fs::write(&data, bytes).unwrap();
 
         let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
-        let err = pull(&mut cri, &format!("{}/kiln/busybox:1", reg.addr)).await.unwrap_err();
+        let err = pull(&mut cri, &format!("{}/kiln/busybox:1", reg.addr))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{}", err.message());
-        assert!(err.message().contains("digest mismatch") && err.message().contains(&bad.to_string()), "{}", err.message());
+        assert!(
+            err.message().contains("digest mismatch") && err.message().contains(&bad.to_string()),
+            "{}",
+            err.message()
+        );
         assert!(!cri.files("blobs/sha256").contains(&bad.hex().to_string()));
-        assert!(!cri.files("ingest").iter().any(|f| f.starts_with(bad.hex())), "no partial left");
+        assert!(
+            !cri.files("ingest").iter().any(|f| f.starts_with(bad.hex())),
+            "no partial left"
+        );
         assert!(cri.files("snapshots/sha256").is_empty());
         assert!(cri.files("images").is_empty());
         assert!(list(&mut cri, None).await.is_empty());
@@ -250,7 +382,11 @@ fn htpasswd_registry_needs_credentials() {
             password: "wrong".into(),
             ..Default::default()
         };
-        let err = cri.images.pull_image(pull_req(&image, Some(wrong))).await.unwrap_err();
+        let err = cri
+            .images
+            .pull_image(pull_req(&image, Some(wrong)))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
         assert!(cri.files("images").is_empty());
 
@@ -259,14 +395,26 @@ fn htpasswd_registry_needs_credentials() {
             password: "s3cret".into(),
             ..Default::default()
         };
-        let id = cri.images.pull_image(pull_req(&image, Some(right))).await.unwrap().into_inner().image_ref;
+        let id = cri
+            .images
+            .pull_image(pull_req(&image, Some(right)))
+            .await
+            .unwrap()
+            .into_inner()
+            .image_ref;
         remove(&mut cri, &id).await;
         // The same credentials as a base64 "auth" field.
         let encoded = AuthConfig {
             auth: "a2lsbjpzM2NyZXQ=".into(),
             ..Default::default()
         };
-        let again = cri.images.pull_image(pull_req(&image, Some(encoded))).await.unwrap().into_inner().image_ref;
+        let again = cri
+            .images
+            .pull_image(pull_req(&image, Some(encoded)))
+            .await
+            .unwrap()
+            .into_inner()
+            .image_ref;
         assert_eq!(id, again);
         cri.stop().await;
     });
@@ -286,7 +434,12 @@ fn concurrent_pulls_download_each_blob_once() {
             .map(|_| {
                 let mut client = cri.images.clone();
                 let image = image.clone();
-                tokio::spawn(async move { client.pull_image(pull_req(&image, None)).await.map(|r| r.into_inner().image_ref) })
+                tokio::spawn(async move {
+                    client
+                        .pull_image(pull_req(&image, None))
+                        .await
+                        .map(|r| r.into_inner().image_ref)
+                })
             })
             .collect();
         let mut ids = Vec::new();
@@ -296,8 +449,18 @@ fn concurrent_pulls_download_each_blob_once() {
         ids.dedup();
         assert_eq!(ids.len(), 1);
         let config = config_digest(&layout, &built.busybox);
-        for d in built.busybox_layers.iter().map(|l| &l.desc.digest).chain([&config]) {
-            assert_eq!(proxy.blob_gets(&d.to_string()).len(), 1, "one GET for {d}: {:?}", proxy.seen());
+        for d in built
+            .busybox_layers
+            .iter()
+            .map(|l| &l.desc.digest)
+            .chain([&config])
+        {
+            assert_eq!(
+                proxy.blob_gets(&d.to_string()).len(),
+                1,
+                "one GET for {d}: {:?}",
+                proxy.seen()
+            );
         }
         cri.stop().await;
     });
@@ -311,7 +474,10 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
         let (layout, built) = oci::build(&work.path().join("layout"));
         reg.push(&layout.dir, "busybox", "kiln/busybox:1");
         let big = built.busybox_layers[0].desc.clone();
-        assert!(big.size > 256 * 1024, "the busybox layer is large enough to cut");
+        assert!(
+            big.size > 256 * 1024,
+            "the busybox layer is large enough to cut"
+        );
         let proxy = Proxy::start(
             &reg.addr,
             Some(Cut {
@@ -321,7 +487,9 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
         )
         .await;
         let mut cri = Cri::start(std::slice::from_ref(&proxy.addr)).await;
-        pull(&mut cri, &format!("{}/kiln/busybox:1", proxy.addr)).await.unwrap();
+        pull(&mut cri, &format!("{}/kiln/busybox:1", proxy.addr))
+            .await
+            .unwrap();
         let gets = proxy.blob_gets(&big.digest.to_string());
         assert_eq!(gets.len(), 2, "{gets:?}");
         let resumed_at: u64 = gets[1]
@@ -331,7 +499,10 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
             .and_then(|r| r.strip_suffix('-'))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("second request has a Range: {gets:?}"));
-        assert!(resumed_at > 0 && resumed_at <= 128 * 1024, "resumed at {resumed_at}");
+        assert!(
+            resumed_at > 0 && resumed_at <= 128 * 1024,
+            "resumed at {resumed_at}"
+        );
         let stored = fs::read(cri.root().join("blobs/sha256").join(big.digest.hex())).unwrap();
         assert_eq!(Digest::of(&stored), big.digest);
         cri.stop().await;

@@ -38,8 +38,10 @@ impl ImageStore {
         let (blobs, snapshots) = {
             let records = self.records();
             let blobs: HashSet<Digest> = records.all().flat_map(|r| r.blobs().cloned()).collect();
-            let snapshots: HashSet<Digest> =
-                records.all().flat_map(|r| r.chain_ids.iter().cloned()).collect();
+            let snapshots: HashSet<Digest> = records
+                .all()
+                .flat_map(|r| r.chain_ids.iter().cloned())
+                .collect();
             (blobs, snapshots)
         };
         let mut stats = GcStats::default();
@@ -57,7 +59,11 @@ impl ImageStore {
         }
         self.content.clear_ingest()?;
         if stats != GcStats::default() {
-            tracing::info!(blobs = stats.blobs, snapshots = stats.snapshots, "garbage collected");
+            tracing::info!(
+                blobs = stats.blobs,
+                snapshots = stats.snapshots,
+                "garbage collected"
+            );
         }
         Ok(stats)
     }
@@ -68,7 +74,10 @@ impl ImageStore {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut seen = HashSet::new();
-            let mut usage = Usage { bytes: 0, inodes: 0 };
+            let mut usage = Usage {
+                bytes: 0,
+                inodes: 0,
+            };
             walk(store.root(), &mut seen, &mut usage)?;
             Ok(usage)
         })

@@ -97,7 +97,11 @@ struct Index {
     manifests: Vec<Descriptor>,
 }
 
-fn field(what: &'static str, field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
+fn field(
+    what: &'static str,
+    field: impl Into<String>,
+    problem: impl Into<String>,
+) -> ManifestError {
     ManifestError::Field {
         what,
         field: field.into(),
@@ -116,7 +120,11 @@ pub fn parse(data: &[u8]) -> Result<Document, ManifestError> {
         Some(OCI_INDEX | DOCKER_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
         Some(other) => {
-            return Err(field("manifest", "mediaType", format!("unsupported {other:?}")));
+            return Err(field(
+                "manifest",
+                "mediaType",
+                format!("unsupported {other:?}"),
+            ));
         }
         // OCI allows leaving mediaType out; the shape tells.
         None => probe.manifests.is_some(),
@@ -130,7 +138,11 @@ pub fn parse(data: &[u8]) -> Result<Document, ManifestError> {
     }
     let m: ImageManifest = json("image manifest", data)?;
     if m.schema_version != 2 {
-        return Err(field("image manifest", "schemaVersion", "must be 2 (schema 1 is not supported)"));
+        return Err(field(
+            "image manifest",
+            "schemaVersion",
+            "must be 2 (schema 1 is not supported)",
+        ));
     }
     if !CONFIGS.contains(&m.config.media_type.as_str()) {
         return Err(field(
@@ -224,7 +236,10 @@ pub fn parse_config(data: &[u8], layers: usize) -> Result<ImageConfig, ManifestE
         return Err(field(
             "image config",
             "rootfs.diff_ids",
-            format!("has {} entries for {layers} layers", c.rootfs.diff_ids.len()),
+            format!(
+                "has {} entries for {layers} layers",
+                c.rootfs.diff_ids.len()
+            ),
         ));
     }
     Ok(c)
@@ -249,14 +264,31 @@ mod tests {
 
     #[test]
     fn picks_the_platform() {
-        let entries = [entry("arm", Some("v7")), entry("arm64", Some("v8")), entry("amd64", None)];
-        let arm64 = Platform { os: "linux".into(), architecture: "arm64".into(), variant: None };
+        let entries = [
+            entry("arm", Some("v7")),
+            entry("arm64", Some("v8")),
+            entry("amd64", None),
+        ];
+        let arm64 = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: None,
+        };
         assert_eq!(pick(&entries, &arm64).unwrap().digest, Digest::of(b"arm64"));
-        let amd64 = Platform { architecture: "amd64".into(), ..arm64.clone() };
+        let amd64 = Platform {
+            architecture: "amd64".into(),
+            ..arm64.clone()
+        };
         assert_eq!(pick(&entries, &amd64).unwrap().digest, Digest::of(b"amd64"));
-        let riscv = Platform { architecture: "riscv64".into(), ..arm64 };
+        let riscv = Platform {
+            architecture: "riscv64".into(),
+            ..arm64
+        };
         let err = pick(&entries, &riscv).unwrap_err().to_string();
-        assert!(err.contains("linux/riscv64") && err.contains("linux/arm64"), "{err}");
+        assert!(
+            err.contains("linux/riscv64") && err.contains("linux/arm64"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -268,6 +300,9 @@ mod tests {
         let err = parse(doc.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("layers[0].mediaType"), "{err}");
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"md5:1","size":1},"layers":[]}"#;
-        assert!(parse(bad_digest.as_bytes()).unwrap_err().to_string().contains("sha256"));
+        assert!(parse(bad_digest.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("sha256"));
     }
 }

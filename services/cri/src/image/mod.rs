@@ -116,7 +116,12 @@ impl ImageStore {
 
     /// The overlayfs layer directories of an image, topmost first.
     pub fn layer_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
-        image.chain_ids.iter().rev().map(|c| self.snapshots.fs_dir(c)).collect()
+        image
+            .chain_ids
+            .iter()
+            .rev()
+            .map(|c| self.snapshots.fs_dir(c))
+            .collect()
     }
 
     /// Removes an image (by ID or digest), or one of its tags when it has

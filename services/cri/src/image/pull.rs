@@ -54,7 +54,11 @@ pub enum PullError {
 
 impl ImageStore {
     /// Pulls `reference` and returns its record.
-    pub async fn pull(self: &Arc<Self>, reference: &str, auth: Auth) -> Result<ImageRecord, PullError> {
+    pub async fn pull(
+        self: &Arc<Self>,
+        reference: &str,
+        auth: Auth,
+    ) -> Result<ImageRecord, PullError> {
         let r = ImageRef::parse(reference)?;
         let _shared = self.gc_lock.read().await;
         let reg = Arc::new(Registry::new(auth, &self.insecure));
@@ -71,9 +75,13 @@ impl ImageStore {
         let (m_bytes, m_digest, index) = match manifest::parse(&top).map_err(manifest_err)? {
             Document::Image(_) => (top, top_digest.clone(), None),
             Document::Index(entries) => {
-                let entry = manifest::pick(&entries, &manifest::node_platform()).map_err(manifest_err)?;
+                let entry =
+                    manifest::pick(&entries, &manifest::node_platform()).map_err(manifest_err)?;
                 let child = reg
-                    .manifest(&r.at_digest(&entry.digest), &[manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST])
+                    .manifest(
+                        &r.at_digest(&entry.digest),
+                        &[manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST],
+                    )
                     .await?;
                 check_digest(&r, &entry.digest, &Digest::of(&child))?;
                 self.content.put(&top_digest, &top)?;
@@ -105,10 +113,17 @@ impl ImageStore {
             })
             .collect();
         for (i, download) in downloads.into_iter().enumerate() {
-            download.await.map_err(|e| PullError::Task(e.to_string()))??;
+            download
+                .await
+                .map_err(|e| PullError::Task(e.to_string()))??;
             let parents: Vec<Digest> = chains[..i].iter().rev().cloned().collect();
-            self.unpack(&chains[i], &config.rootfs.diff_ids[i], &m.layers[i], parents)
-                .await?;
+            self.unpack(
+                &chains[i],
+                &config.rootfs.diff_ids[i],
+                &m.layers[i],
+                parents,
+            )
+            .await?;
         }
 
         let mut rec = ImageRecord {
@@ -146,7 +161,12 @@ impl ImageStore {
 
     /// Fetches one blob into the store unless it is there; one download per
     /// blob however many pulls want it.
-    async fn fetch(&self, reg: &Registry, r: &ImageRef, desc: &Descriptor) -> Result<(), PullError> {
+    async fn fetch(
+        &self,
+        reg: &Registry,
+        r: &ImageRef,
+        desc: &Descriptor,
+    ) -> Result<(), PullError> {
         let lock = self.locks.get(&format!("blob {}", desc.digest));
         let _one = lock.lock().await;
         if self.content.has(&desc.digest) {
@@ -197,7 +217,9 @@ impl ImageStore {
         let body = match reg.blob(r.oci(), &desc.digest, ingest.offset()).await {
             Ok(b) => b,
             // 5xx, a refused range, a dropped connection: worth another try.
-            Err(e @ RegistryError::Other { .. }) => return Err(Broken::Retry(std::io::Error::other(e))),
+            Err(e @ RegistryError::Other { .. }) => {
+                return Err(Broken::Retry(std::io::Error::other(e)))
+            }
             Err(e) => return Err(Broken::Fatal(e.into())),
         };
         if !body.from_offset {
@@ -224,7 +246,12 @@ impl ImageStore {
         if self.snapshots.exists(chain) {
             return Ok(());
         }
-        let (store, chain, diff_id, digest) = (self.clone(), chain.clone(), diff_id.clone(), layer.digest.clone());
+        let (store, chain, diff_id, digest) = (
+            self.clone(),
+            chain.clone(),
+            diff_id.clone(),
+            layer.digest.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let blob = store.content.path(&digest);
             store.snapshots.create(&LayerJob {

@@ -82,10 +82,11 @@ impl Records {
                 continue;
             }
             let data = fs::read(&path).map_err(io_at(&path))?;
-            let r: ImageRecord = serde_json::from_slice(&data).map_err(|source| RecordError::Json {
-                path: path.clone(),
-                source,
-            })?;
+            let r: ImageRecord =
+                serde_json::from_slice(&data).map_err(|source| RecordError::Json {
+                    path: path.clone(),
+                    source,
+                })?;
             by_id.insert(r.id.clone(), r);
         }
         Ok(Self { dir, by_id })

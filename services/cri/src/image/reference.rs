@@ -111,7 +111,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_references() {
-        for bad in ["", "repo/Upper", "has space", "a@sha512:00", "a:b:c:d", "a@sha256:1234"] {
+        for bad in [
+            "",
+            "repo/Upper",
+            "has space",
+            "a@sha512:00",
+            "a:b:c:d",
+            "a@sha256:1234",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
     }

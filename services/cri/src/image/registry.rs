@@ -42,9 +42,15 @@ impl std::fmt::Debug for Auth {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("registry refused {what} of {reference}: unauthorized (credentials missing or wrong)")]
-    Unauthorized { what: &'static str, reference: String },
+    Unauthorized {
+        what: &'static str,
+        reference: String,
+    },
     #[error("registry has no {what} for {reference}")]
-    NotFound { what: &'static str, reference: String },
+    NotFound {
+        what: &'static str,
+        reference: String,
+    },
     #[error("registry error fetching {what} of {reference}: {message}")]
     Other {
         what: &'static str,
@@ -98,9 +104,16 @@ impl Registry {
     }
 
     /// A blob from byte `offset` on.
-    pub async fn blob(&self, r: &Reference, digest: &Digest, offset: u64) -> Result<BlobBody, RegistryError> {
+    pub async fn blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobBody, RegistryError> {
         // Blob requests carry the token the manifest request obtained.
-        self.client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+        self.client
+            .store_auth_if_needed(r.resolve_registry(), &self.auth)
+            .await;
         let d = digest.to_string();
         let layer = LayerDescriptor {
             digest: &d,
@@ -109,7 +122,11 @@ impl Registry {
         // Always a range request: a 206 body is left to our verification
         // (oci-client verifies only whole 200 bodies, and would report a
         // mismatch as a bare I/O error).
-        match self.client.pull_blob_stream_partial(r, &layer, offset, None).await {
+        match self
+            .client
+            .pull_blob_stream_partial(r, &layer, offset, None)
+            .await
+        {
             Ok(oci_client::client::BlobResponse::Partial(s)) => Ok(BlobBody {
                 from_offset: true,
                 stream: s.stream,
@@ -126,11 +143,16 @@ impl Registry {
 fn map_err(what: &'static str, r: &Reference, e: OciDistributionError) -> RegistryError {
     let reference = r.whole();
     match &e {
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
             RegistryError::Unauthorized { what, reference }
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { what, reference },
-        OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound { what, reference },
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            RegistryError::NotFound { what, reference }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => {
+            RegistryError::NotFound { what, reference }
+        }
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes = || envelope.errors.iter().map(|e| &e.code);
             if codes().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {

@@ -95,10 +95,11 @@ impl Snapshots {
         fs::create_dir_all(&fs_dir).map_err(io_at(&fs_dir))?;
         let lowers: Vec<PathBuf> = job.parents.iter().map(|p| self.fs_dir(p)).collect();
         let blob = File::open(job.blob).map_err(io_at(job.blob))?;
-        let applied = unpack::apply(&fs_dir, &lowers, blob).map_err(|source| SnapshotError::Unpack {
-            layer: job.blob_digest.clone(),
-            source,
-        })?;
+        let applied =
+            unpack::apply(&fs_dir, &lowers, blob).map_err(|source| SnapshotError::Unpack {
+                layer: job.blob_digest.clone(),
+                source,
+            })?;
         if &applied.diff_id != job.diff_id {
             return Err(SnapshotError::DiffIdMismatch {
                 layer: job.blob_digest.clone(),

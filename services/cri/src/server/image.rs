@@ -7,12 +7,16 @@ use std::time::SystemTime;
 
 use tonic::{Code, Request, Response, Status};
 
-use crate::image::{content::ContentError, registry::RegistryError, Auth, ImageRecord, ImageStore, PullError, StoreError};
+use crate::image::{
+    content::ContentError, registry::RegistryError, Auth, ImageRecord, ImageStore, PullError,
+    StoreError,
+};
 use crate::proto::v1::image_service_server::ImageService;
 use crate::proto::v1::{
-    AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec,
-    ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest, ListImagesResponse, PullImageRequest,
-    PullImageResponse, RemoveImageRequest, RemoveImageResponse, UInt64Value,
+    AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest,
+    ImageFsInfoResponse, ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value,
+    ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+    RemoveImageResponse, UInt64Value,
 };
 
 pub struct Images {
@@ -28,13 +32,18 @@ impl Images {
 fn spec_image(spec: Option<&ImageSpec>) -> Result<&str, Status> {
     match spec.map(|s| s.image.as_str()) {
         Some(i) if !i.is_empty() => Ok(i),
-        _ => Err(Status::invalid_argument("image.image: an image reference or ID is required")),
+        _ => Err(Status::invalid_argument(
+            "image.image: an image reference or ID is required",
+        )),
     }
 }
 
 #[tonic::async_trait]
 impl ImageService for Images {
-    async fn list_images(&self, req: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+    async fn list_images(
+        &self,
+        req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
         let filter = req
             .into_inner()
             .filter
@@ -50,7 +59,10 @@ impl ImageService for Images {
         }))
     }
 
-    async fn image_status(&self, req: Request<ImageStatusRequest>) -> Result<Response<ImageStatusResponse>, Status> {
+    async fn image_status(
+        &self,
+        req: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
         let req = req.into_inner();
         let name = spec_image(req.image.as_ref())?;
         // An unknown image is not an error: kubelet asks before pulling.
@@ -74,7 +86,10 @@ impl ImageService for Images {
         }))
     }
 
-    async fn pull_image(&self, req: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
+    async fn pull_image(
+        &self,
+        req: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
         let req = req.into_inner();
         let name = spec_image(req.image.as_ref())?;
         let auth = auth(req.auth)?;
@@ -84,14 +99,20 @@ impl ImageService for Images {
         }))
     }
 
-    async fn remove_image(&self, req: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+    async fn remove_image(
+        &self,
+        req: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
         let req = req.into_inner();
         let name = spec_image(req.image.as_ref())?;
         self.store.remove(name).await.map_err(store_status)?;
         Ok(Response::new(RemoveImageResponse {}))
     }
 
-    async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
+    async fn image_fs_info(
+        &self,
+        _: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let usage = self.store.usage().await.map_err(store_status)?;
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -103,7 +124,9 @@ impl ImageService for Images {
                     mountpoint: self.store.root().display().to_string(),
                 }),
                 used_bytes: Some(UInt64Value { value: usage.bytes }),
-                inodes_used: Some(UInt64Value { value: usage.inodes }),
+                inodes_used: Some(UInt64Value {
+                    value: usage.inodes,
+                }),
             }],
             container_filesystems: Vec::new(),
         }))
@@ -137,7 +160,9 @@ fn to_cri(r: &ImageRecord) -> Image {
 /// Credentials from the request: user/password, `auth` (base64
 /// "user:password") or a registry token.
 fn auth(a: Option<AuthConfig>) -> Result<Auth, Status> {
-    let Some(a) = a else { return Ok(Auth::Anonymous) };
+    let Some(a) = a else {
+        return Ok(Auth::Anonymous);
+    };
     if !a.registry_token.is_empty() {
         return Ok(Auth::Bearer(a.registry_token));
     }
@@ -173,9 +198,13 @@ fn pull_status(e: PullError) -> Status {
         PullError::Reference(_) => Code::InvalidArgument,
         PullError::Registry(RegistryError::Unauthorized { .. }) => Code::Unauthenticated,
         PullError::Registry(RegistryError::NotFound { .. }) => Code::NotFound,
-        PullError::Registry(RegistryError::Other { .. }) | PullError::Transfer { .. } => Code::Unavailable,
+        PullError::Registry(RegistryError::Other { .. }) | PullError::Transfer { .. } => {
+            Code::Unavailable
+        }
         PullError::ManifestDigestMismatch { .. }
-        | PullError::Content(ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. }) => Code::DataLoss,
+        | PullError::Content(
+            ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. },
+        ) => Code::DataLoss,
         PullError::Manifest { .. } | PullError::Snapshot(_) => Code::FailedPrecondition,
         PullError::Content(_) | PullError::Record(_) | PullError::Task(_) => Code::Internal,
     };

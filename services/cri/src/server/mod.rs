@@ -36,7 +36,11 @@ pub enum ServeError {
 
 /// Serves CRI on `socket` (replacing a stale socket file, mode 0600) until
 /// `stop` completes.
-pub async fn serve(store: Arc<ImageStore>, socket: &Path, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
+pub async fn serve(
+    store: Arc<ImageStore>,
+    socket: &Path,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let err = |source| ServeError::Socket {
         path: socket.display().to_string(),
         source,

@@ -15,7 +15,10 @@ pub struct Runtime;
 
 #[tonic::async_trait]
 impl RuntimeService for Runtime {
-    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             // The version of the kubelet-runtime API, fixed at 0.1.0 by CRI.
             version: "0.1.0".into(),

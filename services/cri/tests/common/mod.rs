@@ -23,8 +23,12 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// Runs `f` in a fresh network namespace (this test thread only; the
 /// runtime's threads and every child process inherit it) with loopback up.
 pub fn in_netns<F: Future<Output = ()>>(f: impl FnOnce() -> F) {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run the tests as root");
-    let ok = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("ip");
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare(CLONE_NEWNET): run the tests as root");
+    let ok = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip");
     assert!(ok.success());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -104,7 +108,9 @@ async fn connect(socket: &Path) -> Channel {
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .unwrap()

@@ -64,9 +64,15 @@ impl Layout {
             "gzip" => {
                 let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 e.write_all(tar).unwrap();
-                ("application/vnd.oci.image.layer.v1.tar+gzip", e.finish().unwrap())
+                (
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    e.finish().unwrap(),
+                )
             }
-            "zstd" => ("application/vnd.oci.image.layer.v1.tar+zstd", zstd::encode_all(tar, 3).unwrap()),
+            "zstd" => (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                zstd::encode_all(tar, 3).unwrap(),
+            ),
             _ => ("application/vnd.oci.image.layer.v1.tar", tar.to_vec()),
         };
         Layer {
@@ -83,7 +89,10 @@ impl Layout {
             "config": {"User": user, "Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
         });
-        let config = self.blob("application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
+        let config = self.blob(
+            "application/vnd.oci.image.config.v1+json",
+            config.to_string().as_bytes(),
+        );
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -125,7 +134,14 @@ impl Tar {
         Self(tar::Builder::new(Vec::new()))
     }
 
-    pub fn add(&mut self, name: &str, kind: EntryType, mode: u32, data: &[u8], link: &str) -> &mut Self {
+    pub fn add(
+        &mut self,
+        name: &str,
+        kind: EntryType,
+        mode: u32,
+        data: &[u8],
+        link: &str,
+    ) -> &mut Self {
         let mut h = Header::new_gnu();
         h.set_path(name).unwrap();
         if !link.is_empty() {
@@ -201,7 +217,11 @@ pub fn build(dir: &Path) -> (Layout, Built) {
         .add("bin/cat", EntryType::Link, 0o755, b"", "bin/busybox")
         .finish();
     let last = Tar::new().file("etc/hostname", b"kiln\n").finish();
-    let layers = vec![l.layer(&base, "gzip"), l.layer(&top, "zstd"), l.layer(&last, "")];
+    let layers = vec![
+        l.layer(&base, "gzip"),
+        l.layer(&top, "zstd"),
+        l.layer(&last, ""),
+    ];
     let busybox = l.image(node_arch(), &layers, "1000");
     l.tag("busybox", &busybox);
 

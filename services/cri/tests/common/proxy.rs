@@ -33,11 +33,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (up, seen2, done) = (upstream.to_string(), seen.clone(), Arc::new(AtomicBool::new(false)));
+        let (up, seen2, done) = (
+            upstream.to_string(),
+            seen.clone(),
+            Arc::new(AtomicBool::new(false)),
+        );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&up).await else { continue };
-                tokio::spawn(relay(client, server, seen2.clone(), cut.clone(), done.clone()));
+                let Ok(server) = TcpStream::connect(&up).await else {
+                    continue;
+                };
+                tokio::spawn(relay(
+                    client,
+                    server,
+                    seen2.clone(),
+                    cut.clone(),
+                    done.clone(),
+                ));
             }
         });
         Self { addr, seen }
@@ -56,7 +68,13 @@ impl Proxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, cut: Option<Cut>, done: Arc<AtomicBool>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    cut: Option<Cut>,
+    done: Arc<AtomicBool>,
+) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let current = Arc::new(Mutex::new(String::new()));
@@ -83,7 +101,11 @@ async fn relay(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Vec<Seen>>>
                     .find(|(k, _)| k.eq_ignore_ascii_case("range"))
                     .map(|(_, v)| v.trim().to_string());
                 *cur.lock().unwrap() = path.clone();
-                seen.lock().unwrap().push(Seen { method, path, range });
+                seen.lock().unwrap().push(Seen {
+                    method,
+                    path,
+                    range,
+                });
             }
             if sw.write_all(&chunk[..n]).await.is_err() {
                 break;

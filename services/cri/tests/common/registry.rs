@@ -32,7 +32,10 @@ impl Registry {
                 .status()
                 .expect("htpasswd (apache2-utils)");
             assert!(ok.success());
-            config += &format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", htpasswd.display());
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                htpasswd.display()
+            );
         }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
@@ -63,7 +66,13 @@ impl Registry {
         let mut cmd = Command::new("skopeo");
         // --preserve-digests: the registry serves exactly the blobs built here
         // (no recompression of the zstd layer, no re-encoded manifest).
-        cmd.args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"]);
+        cmd.args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--quiet",
+            "--dest-tls-verify=false",
+        ]);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
@@ -72,7 +81,11 @@ impl Registry {
             .arg(format!("docker://{}/{dest}", self.addr))
             .output()
             .expect("skopeo");
-        assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The manifest digest a tag points at, from the registry's storage.

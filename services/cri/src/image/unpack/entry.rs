@@ -118,7 +118,12 @@ impl Writer {
 
     /// A hard link to a file of this layer is a link; to a file of a lower
     /// layer it is a copy (overlayfs cannot link across layers).
-    fn hard_link<R: Read>(&mut self, name: &str, e: &tar::Entry<'_, R>, path: &Path) -> Result<(), UnpackError> {
+    fn hard_link<R: Read>(
+        &mut self,
+        name: &str,
+        e: &tar::Entry<'_, R>,
+        path: &Path,
+    ) -> Result<(), UnpackError> {
         let raw = link_name(name, e)?;
         let target_name = String::from_utf8_lossy(&raw).into_owned();
         let bad = |problem| UnpackError::HardLinkTarget {
@@ -130,7 +135,10 @@ impl Writer {
         let last = comps.pop().ok_or_else(|| bad("is the root"))?;
         let parent = self.view.resolve_dir(name, &comps)?;
         let rel = parent.join(last);
-        let found = self.view.lookup(&rel).ok_or_else(|| bad("does not exist"))?;
+        let found = self
+            .view
+            .lookup(&rel)
+            .ok_or_else(|| bad("does not exist"))?;
         if found.meta.is_dir() {
             return Err(bad("is a directory"));
         }
@@ -159,7 +167,13 @@ impl Writer {
         self.apply_meta(name, path, &meta, false)
     }
 
-    fn apply_meta(&self, name: &str, path: &Path, m: &Meta, symlink: bool) -> Result<(), UnpackError> {
+    fn apply_meta(
+        &self,
+        name: &str,
+        path: &Path,
+        m: &Meta,
+        symlink: bool,
+    ) -> Result<(), UnpackError> {
         std::os::unix::fs::lchown(path, Some(m.uid), Some(m.gid)).map_err(io_err(name, "chown"))?;
         if !symlink {
             // After chown, which clears set-id bits.
@@ -205,7 +219,12 @@ fn read_meta<R: Read>(name: &str, e: &mut tar::Entry<'_, R>) -> Result<Meta, Unp
             ext.value()
                 .ok()
                 .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
-                .ok_or_else(|| header("pax", io::Error::new(io::ErrorKind::InvalidData, key.to_string())))
+                .ok_or_else(|| {
+                    header(
+                        "pax",
+                        io::Error::new(io::ErrorKind::InvalidData, key.to_string()),
+                    )
+                })
         };
         match key {
             "uid" => m.uid = num()? as u32,
@@ -241,7 +260,9 @@ fn link_name<R: Read>(name: &str, e: &tar::Entry<'_, R>) -> Result<Vec<u8>, Unpa
 /// is not one: tar semantics).
 fn remove_existing(name: &str, path: &Path) -> Result<(), UnpackError> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err(name, "replacing a directory")),
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(path).map_err(io_err(name, "replacing a directory"))
+        }
         Ok(_) => fs::remove_file(path).map_err(io_err(name, "replacing a file")),
         Err(_) => Ok(()),
     }
@@ -258,7 +279,12 @@ fn mknod(name: &str, path: &Path, ft: FileType, major: u32, minor: u32) -> Resul
     .map_err(|e| io_err(name, "mknod")(e.into()))
 }
 
-fn set_xattr(name: &str, path: &Path, key: &std::ffi::OsStr, value: &[u8]) -> Result<(), UnpackError> {
+fn set_xattr(
+    name: &str,
+    path: &Path,
+    key: &std::ffi::OsStr,
+    value: &[u8],
+) -> Result<(), UnpackError> {
     rustix::fs::lsetxattr(path, key, value, XattrFlags::empty())
         .map_err(|e| io_err(name, "setting an xattr")(e.into()))
 }

@@ -68,7 +68,11 @@ pub struct Applied {
 }
 
 /// Applies the layer read from `blob` to `dest` over `lowers`.
-pub fn apply(dest: &Path, lowers: &[PathBuf], blob: impl Read + 'static) -> Result<Applied, UnpackError> {
+pub fn apply(
+    dest: &Path,
+    lowers: &[PathBuf],
+    blob: impl Read + 'static,
+) -> Result<Applied, UnpackError> {
     let (stream, compression) = decompress::open(blob).map_err(UnpackError::Read)?;
     let mut archive = tar::Archive::new(stream);
     let mut writer = entry::Writer::new(view::View::new(dest, lowers));

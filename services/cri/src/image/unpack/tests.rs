@@ -22,7 +22,14 @@ impl Tar {
         Self(tar::Builder::new(Vec::new()))
     }
 
-    fn entry(&mut self, name: &str, kind: EntryType, mode: u32, data: &[u8], link: &str) -> &mut Self {
+    fn entry(
+        &mut self,
+        name: &str,
+        kind: EntryType,
+        mode: u32,
+        data: &[u8],
+        link: &str,
+    ) -> &mut Self {
         let mut h = Header::new_ustar();
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
@@ -61,7 +68,12 @@ impl Tar {
     }
 
     fn bytes(&mut self) -> Vec<u8> {
-        self.0.get_ref().clone().into_iter().chain([0u8; 1024]).collect()
+        self.0
+            .get_ref()
+            .clone()
+            .into_iter()
+            .chain([0u8; 1024])
+            .collect()
     }
 }
 
@@ -71,7 +83,11 @@ fn layer(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-fn apply_bytes(dest: &Path, lowers: &[PathBuf], data: Vec<u8>) -> Result<super::Applied, UnpackError> {
+fn apply_bytes(
+    dest: &Path,
+    lowers: &[PathBuf],
+    data: Vec<u8>,
+) -> Result<super::Applied, UnpackError> {
     apply(dest, lowers, std::io::Cursor::new(data))
 }
 
@@ -82,7 +98,11 @@ fn writes_every_kind_with_its_metadata() {
     let mut t = Tar::new();
     t.dir("./")
         .dir("etc/")
-        .pax(&[("uid", b"100000"), ("gid", b"100001"), ("SCHILY.xattr.user.kiln", b"yes")])
+        .pax(&[
+            ("uid", b"100000"),
+            ("gid", b"100001"),
+            ("SCHILY.xattr.user.kiln", b"yes"),
+        ])
         .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")
         .entry("bin/su", EntryType::Regular, 0o4755, b"su", "")
         .entry("sh", EntryType::Symlink, 0o777, b"", "/bin/busybox")
@@ -93,18 +113,33 @@ fn writes_every_kind_with_its_metadata() {
     assert_eq!(applied.entries, 7);
 
     let passwd = fs::metadata(dest.join("etc/passwd")).unwrap();
-    assert_eq!((passwd.uid(), passwd.gid(), passwd.mode() & 0o7777), (100000, 100001, 0o644));
+    assert_eq!(
+        (passwd.uid(), passwd.gid(), passwd.mode() & 0o7777),
+        (100000, 100001, 0o644)
+    );
     assert_eq!(passwd.mtime(), 1_000_000);
     let mut buf = [0u8; 8];
     let n = rustix::fs::lgetxattr(dest.join("etc/passwd"), "user.kiln", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"yes");
-    assert_eq!(fs::metadata(dest.join("bin/su")).unwrap().mode() & 0o7777, 0o4755);
+    assert_eq!(
+        fs::metadata(dest.join("bin/su")).unwrap().mode() & 0o7777,
+        0o4755
+    );
     // "bin/" had no entry: an implicit root-owned 0755 directory.
-    assert_eq!(fs::metadata(dest.join("bin")).unwrap().mode() & 0o7777, 0o755);
-    assert_eq!(fs::read_link(dest.join("sh")).unwrap(), Path::new("/bin/busybox"));
+    assert_eq!(
+        fs::metadata(dest.join("bin")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        fs::read_link(dest.join("sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
     let null = fs::symlink_metadata(dest.join("dev/null")).unwrap();
     assert!(null.file_type().is_char_device());
-    assert!(fs::symlink_metadata(dest.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(dest.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     // Directory mtimes are set after their children are written.
     assert_eq!(fs::metadata(dest.join("etc")).unwrap().mtime(), 1_000_000);
 }
@@ -115,16 +150,28 @@ fn whiteouts_and_opaque_dirs_take_overlay_form() {
     let lower = layer(tmp.path(), "l0");
     let upper = layer(tmp.path(), "l1");
     let mut t = Tar::new();
-    t.dir("a/").file("a/gone", b"1").file("a/kept", b"2").dir("b/").file("b/old", b"3");
+    t.dir("a/")
+        .file("a/gone", b"1")
+        .file("a/kept", b"2")
+        .dir("b/")
+        .file("b/old", b"3");
     apply_bytes(&lower, &[], t.bytes()).unwrap();
 
     let mut t = Tar::new();
-    t.file("a/.wh.gone", b"").file("b/new", b"4").file("b/.wh..wh..opq", b"");
+    t.file("a/.wh.gone", b"")
+        .file("b/new", b"4")
+        .file("b/.wh..wh..opq", b"");
     apply_bytes(&upper, &[lower.clone()], t.bytes()).unwrap();
 
     let wh = fs::symlink_metadata(upper.join("a/gone")).unwrap();
-    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout is a 0:0 char device");
-    assert!(!upper.join("a/kept").exists(), "only the change is in the upper layer");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout is a 0:0 char device"
+    );
+    assert!(
+        !upper.join("a/kept").exists(),
+        "only the change is in the upper layer"
+    );
     assert!(!upper.join("a/.wh.gone").exists());
     let mut buf = [0u8; 2];
     let n = rustix::fs::lgetxattr(upper.join("b"), "trusted.overlay.opaque", &mut buf).unwrap();
@@ -139,7 +186,8 @@ fn layers_cannot_forge_overlay_xattrs() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = layer(tmp.path(), "l0");
     let mut t = Tar::new();
-    t.pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")]).dir("d/");
+    t.pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+        .dir("d/");
     apply_bytes(&dest, &[], t.bytes()).unwrap();
     let mut buf = [0u8; 2];
     assert!(rustix::fs::lgetxattr(dest.join("d"), "trusted.overlay.opaque", &mut buf).is_err());
@@ -151,7 +199,8 @@ fn hard_links_link_within_a_layer_and_copy_across() {
     let lower = layer(tmp.path(), "l0");
     let upper = layer(tmp.path(), "l1");
     let mut t = Tar::new();
-    t.file("bin/busybox", b"BB").entry("bin/ls", EntryType::Link, 0o755, b"", "bin/busybox");
+    t.file("bin/busybox", b"BB")
+        .entry("bin/ls", EntryType::Link, 0o755, b"", "bin/busybox");
     apply_bytes(&lower, &[], t.bytes()).unwrap();
     let a = fs::metadata(lower.join("bin/busybox")).unwrap();
     let b = fs::metadata(lower.join("bin/ls")).unwrap();
@@ -166,7 +215,16 @@ fn hard_links_link_within_a_layer_and_copy_across() {
     let mut t = Tar::new();
     t.entry("x", EntryType::Link, 0o644, b"", "missing");
     let err = apply_bytes(&layer(tmp.path(), "l2"), &[], t.bytes()).unwrap_err();
-    assert!(matches!(err, UnpackError::HardLinkTarget { problem: "does not exist", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            UnpackError::HardLinkTarget {
+                problem: "does not exist",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -175,7 +233,8 @@ fn symlinked_parents_resolve_inside_the_root() {
     let lower = layer(tmp.path(), "l0");
     let upper = layer(tmp.path(), "l1");
     let mut t = Tar::new();
-    t.dir("usr/bin/").entry("bin", EntryType::Symlink, 0o777, b"", "/usr/bin");
+    t.dir("usr/bin/")
+        .entry("bin", EntryType::Symlink, 0o777, b"", "/usr/bin");
     apply_bytes(&lower, &[], t.bytes()).unwrap();
     let mut t = Tar::new();
     t.file("bin/sh", b"sh");
@@ -201,7 +260,9 @@ fn traversal_attempts_are_refused_by_name() {
         ),
         (
             "hard link dotdot",
-            Tar::new().entry("x", EntryType::Link, 0o644, b"", "../outside/y").bytes(),
+            Tar::new()
+                .entry("x", EntryType::Link, 0o644, b"", "../outside/y")
+                .bytes(),
         ),
         ("whiteout dotdot", Tar::new().file("d/.wh...", b"").bytes()),
     ];
@@ -209,13 +270,19 @@ fn traversal_attempts_are_refused_by_name() {
         let dest = layer(tmp.path(), &format!("l{i}"));
         let err = apply_bytes(&dest, &[], data).unwrap_err();
         let ok = match what {
-            "dotdot" | "hard link dotdot" | "whiteout dotdot" => matches!(err, UnpackError::PathTraversal { .. }),
+            "dotdot" | "hard link dotdot" | "whiteout dotdot" => {
+                matches!(err, UnpackError::PathTraversal { .. })
+            }
             "absolute" => matches!(err, UnpackError::AbsolutePath { .. }),
             _ => matches!(err, UnpackError::SymlinkEscape { .. }),
         };
         assert!(ok, "{what}: {err}");
     }
-    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
 }
 
 #[test]
@@ -227,9 +294,13 @@ fn gzip_and_zstd_layers_hash_to_the_same_diff_id() {
     gz.write_all(&plain).unwrap();
     let gz = gz.finish().unwrap();
     let zst = zstd::encode_all(&plain[..], 3).unwrap();
-    for (i, (data, kind)) in [(plain.clone(), Compression::None), (gz, Compression::Gzip), (zst, Compression::Zstd)]
-        .into_iter()
-        .enumerate()
+    for (i, (data, kind)) in [
+        (plain.clone(), Compression::None),
+        (gz, Compression::Gzip),
+        (zst, Compression::Zstd),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let dest = layer(tmp.path(), &format!("l{i}"));
         let applied = apply_bytes(&dest, &[], data).unwrap();

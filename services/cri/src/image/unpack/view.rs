@@ -85,7 +85,10 @@ impl View {
         let mut visible = self.layers.len();
         // Opaque directories and non-directories along the way cut the view.
         let mut prefix = PathBuf::new();
-        let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+        let parents: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
         for c in parents {
             prefix.push(c);
             for (i, layer) in self.layers[..visible].iter().enumerate() {
@@ -139,7 +142,8 @@ impl View {
                             entry: entry.to_string(),
                         });
                     }
-                    let target = fs::read_link(&f.host).map_err(io_err(entry, "reading a symlink"))?;
+                    let target =
+                        fs::read_link(&f.host).map_err(io_err(entry, "reading a symlink"))?;
                     if target.is_absolute() {
                         cur = PathBuf::new();
                     }
@@ -186,7 +190,12 @@ impl View {
 
     /// Makes `rel` a directory in `dest`, with a lower's owner and mode if
     /// it came from one (overlayfs shows the upper directory's).
-    fn ensure_dir(&self, entry: &str, rel: &Path, like: Option<&Metadata>) -> Result<(), UnpackError> {
+    fn ensure_dir(
+        &self,
+        entry: &str,
+        rel: &Path,
+        like: Option<&Metadata>,
+    ) -> Result<(), UnpackError> {
         let host = self.dest().join(rel);
         match fs::symlink_metadata(&host) {
             Ok(m) if m.is_dir() => return Ok(()),
