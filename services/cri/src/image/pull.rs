@@ -104,16 +104,18 @@ impl ImageStore {
 
         // Downloads run in parallel; unpacking follows in layer order as
         // each download ends.
-        let downloads: Vec<_> = m
-            .layers
-            .iter()
-            .map(|layer| {
-                let (store, reg, r, layer) = (self.clone(), reg.clone(), r.clone(), layer.clone());
-                tokio::spawn(async move { store.fetch(&reg, &r, &layer).await })
-            })
-            .collect();
-        for (i, download) in downloads.into_iter().enumerate() {
-            download
+        let mut downloads = Downloads(
+            m.layers
+                .iter()
+                .map(|layer| {
+                    let (store, reg, r, layer) =
+                        (self.clone(), reg.clone(), r.clone(), layer.clone());
+                    tokio::spawn(async move { store.fetch(&reg, &r, &layer).await })
+                })
+                .collect(),
+        );
+        for i in 0..m.layers.len() {
+            (&mut downloads.0[i])
                 .await
                 .map_err(|e| PullError::Task(e.to_string()))??;
             let parents: Vec<Digest> = chains[..i].iter().rev().cloned().collect();
@@ -265,6 +267,18 @@ impl ImageStore {
         .await
         .map_err(|e| PullError::Task(e.to_string()))??;
         Ok(())
+    }
+}
+
+/// A pull's layer downloads; those still running when the pull fails are
+/// stopped (their partial files stay for a later pull to resume).
+struct Downloads(Vec<tokio::task::JoinHandle<Result<(), PullError>>>);
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            d.abort();
+        }
     }
 }
 

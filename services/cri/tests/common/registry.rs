@@ -40,7 +40,7 @@ impl Registry {
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
             .stdout(log.try_clone().unwrap())
@@ -58,6 +58,8 @@ impl Registry {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("registry did not listen on {addr}");
     }
 

@@ -49,7 +49,7 @@ impl Writer {
         let mut comps = components(&name, &raw)?;
         let Some(last) = comps.pop() else {
             // "./": the layer's root directory.
-            return self.apply_meta(&name, &self.view.dest().to_path_buf(), &meta, true);
+            return self.apply_meta(&name, self.view.dest(), &meta, true);
         };
         let parent = self.view.resolve_dir(&name, &comps)?;
         let dest = self.view.dest().to_path_buf();

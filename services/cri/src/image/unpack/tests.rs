@@ -161,7 +161,7 @@ fn whiteouts_and_opaque_dirs_take_overlay_form() {
     t.file("a/.wh.gone", b"")
         .file("b/new", b"4")
         .file("b/.wh..wh..opq", b"");
-    apply_bytes(&upper, &[lower.clone()], t.bytes()).unwrap();
+    apply_bytes(&upper, std::slice::from_ref(&lower), t.bytes()).unwrap();
 
     let wh = fs::symlink_metadata(upper.join("a/gone")).unwrap();
     assert!(
@@ -208,7 +208,7 @@ fn hard_links_link_within_a_layer_and_copy_across() {
 
     let mut t = Tar::new();
     t.entry("bin/cat", EntryType::Link, 0o755, b"", "bin/busybox");
-    apply_bytes(&upper, &[lower.clone()], t.bytes()).unwrap();
+    apply_bytes(&upper, std::slice::from_ref(&lower), t.bytes()).unwrap();
     assert_eq!(fs::read(upper.join("bin/cat")).unwrap(), b"BB");
     assert_eq!(fs::metadata(upper.join("bin/cat")).unwrap().nlink(), 1);
 
@@ -238,7 +238,7 @@ fn symlinked_parents_resolve_inside_the_root() {
     apply_bytes(&lower, &[], t.bytes()).unwrap();
     let mut t = Tar::new();
     t.file("bin/sh", b"sh");
-    apply_bytes(&upper, &[lower.clone()], t.bytes()).unwrap();
+    apply_bytes(&upper, std::slice::from_ref(&lower), t.bytes()).unwrap();
     assert_eq!(fs::read(upper.join("usr/bin/sh")).unwrap(), b"sh");
     assert!(!upper.join("bin").exists());
 }
