@@ -483,6 +483,7 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
             Some(Cut {
                 suffix: format!("/blobs/{}", big.digest),
                 after: 128 * 1024,
+                times: 1,
             }),
         )
         .await;
@@ -503,6 +504,65 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
             resumed_at > 0 && resumed_at <= 128 * 1024,
             "resumed at {resumed_at}"
         );
+        let stored = fs::read(cri.root().join("blobs/sha256").join(big.digest.hex())).unwrap();
+        assert_eq!(Digest::of(&stored), big.digest);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn a_download_broken_for_good_resumes_after_a_restart() {
+    in_netns(|| async {
+        let reg = Registry::start(None).await;
+        let work = tempfile::tempdir().unwrap();
+        let (layout, built) = oci::build(&work.path().join("layout"));
+        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let big = built.busybox_layers[0].desc.clone();
+        assert!(
+            big.size > 512 * 1024,
+            "the busybox layer is large enough to cut three times"
+        );
+        // Every attempt of the first daemon is cut: the pull fails.
+        let cut = Proxy::start(
+            &reg.addr,
+            Some(Cut {
+                suffix: format!("/blobs/{}", big.digest),
+                after: 100 * 1024,
+                times: 3,
+            }),
+        )
+        .await;
+        let plain = Proxy::start(&reg.addr, None).await;
+        let insecure = [cut.addr.clone(), plain.addr.clone()];
+        let mut cri = Cri::start(&insecure).await;
+        let err = pull(&mut cri, &format!("{}/kiln/busybox:1", cut.addr))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+        assert!(
+            err.message().contains("transfer failed after 3 attempts"),
+            "{}",
+            err.message()
+        );
+        let partial = cri
+            .root()
+            .join("ingest")
+            .join(format!("{}.partial", big.digest.hex()));
+        let kept = fs::metadata(&partial).unwrap().len();
+        assert!(kept > 100 * 1024, "three cut attempts kept {kept} bytes");
+
+        // A new daemon on the same root resumes from the partial file.
+        let mut cri = cri.restart(&insecure).await;
+        pull(&mut cri, &format!("{}/kiln/busybox:1", plain.addr))
+            .await
+            .unwrap();
+        let gets = plain.blob_gets(&big.digest.to_string());
+        assert_eq!(gets.len(), 1, "{gets:?}");
+        assert_eq!(
+            gets[0].range.as_deref(),
+            Some(format!("bytes={kept}-").as_str())
+        );
+        assert!(!partial.exists());
         let stored = fs::read(cri.root().join("blobs/sha256").join(big.digest.hex())).unwrap();
         assert_eq!(Digest::of(&stored), big.digest);
         cri.stop().await;

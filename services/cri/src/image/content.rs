@@ -130,13 +130,23 @@ impl ContentStore {
         fs::remove_file(&p).map_err(io_at(&p))
     }
 
-    /// Drops every partial download (only when none is running).
-    pub fn clear_ingest(&self) -> Result<(), ContentError> {
+    /// Drops partial downloads older than `max_age` (only when none is
+    /// running): younger ones stay for a later pull, or the next start, to
+    /// resume. Returns how many went.
+    pub fn clear_ingest(&self, max_age: std::time::Duration) -> Result<usize, ContentError> {
+        let mut removed = 0;
         for e in fs::read_dir(&self.ingest).map_err(io_at(&self.ingest))? {
             let p = e.map_err(io_at(&self.ingest))?.path();
-            fs::remove_file(&p).map_err(io_at(&p))?;
+            let age = fs::symlink_metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if age.is_none_or(|a| a > max_age) {
+                fs::remove_file(&p).map_err(io_at(&p))?;
+                removed += 1;
+            }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 

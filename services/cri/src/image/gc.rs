@@ -1,5 +1,5 @@
-//! Garbage collection (blobs and snapshots no image record names) and the
-//! store's usage for ImageFsInfo.
+//! Garbage collection (blobs and snapshots no image record names, partial
+//! downloads untouched for a day) and the store's usage for ImageFsInfo.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -14,7 +14,12 @@ use super::{ImageStore, StoreError};
 pub struct GcStats {
     pub blobs: usize,
     pub snapshots: usize,
+    /// Stale partial downloads.
+    pub partials: usize,
 }
+
+/// How long an interrupted download is kept for resuming.
+const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Space the store takes on its filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +62,7 @@ impl ImageStore {
                 stats.snapshots += 1;
             }
         }
-        self.content.clear_ingest()?;
+        stats.partials = self.content.clear_ingest(PARTIAL_MAX_AGE)?;
         if stats != GcStats::default() {
             tracing::info!(
                 blobs = stats.blobs,

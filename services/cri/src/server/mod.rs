@@ -35,7 +35,7 @@ pub enum ServeError {
 }
 
 /// Serves CRI on `socket` (replacing a stale socket file, mode 0600) until
-/// `stop` completes.
+/// `stop` completes, then removes the socket.
 pub async fn serve(
     store: Arc<ImageStore>,
     socket: &Path,
@@ -65,5 +65,7 @@ pub async fn serve(
         .add_service(RuntimeServiceServer::new(Runtime))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await?;
+    // A socket file left behind would look like a live runtime.
+    let _ = std::fs::remove_file(socket);
     Ok(())
 }

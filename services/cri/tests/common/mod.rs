@@ -49,7 +49,17 @@ pub struct Cri {
 
 impl Cri {
     pub async fn start(insecure: &[String]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), insecure).await
+    }
+
+    /// Stops and starts again on the same state root, as a daemon restart.
+    pub async fn restart(mut self, insecure: &[String]) -> Self {
+        self.shutdown().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, insecure).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, insecure: &[String]) -> Self {
         let root = dir.path().join("root");
         let socket = dir.path().join("cri.sock");
         let store = Arc::new(ImageStore::open(&root, insecure.to_vec()).unwrap());
@@ -87,6 +97,10 @@ impl Cri {
     }
 
     pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

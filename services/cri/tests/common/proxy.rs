@@ -2,7 +2,7 @@
 //! (path and Range header) and can cut the first response for one path
 //! after a number of bytes, as a dropped connection would.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,12 +20,13 @@ pub struct Proxy {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-/// Cut the first response whose request path ends with `suffix` after
-/// `after` bytes.
+/// Cut the first `times` responses whose request path ends with `suffix`
+/// after `after` bytes.
 #[derive(Clone)]
 pub struct Cut {
     pub suffix: String,
     pub after: usize,
+    pub times: usize,
 }
 
 impl Proxy {
@@ -36,7 +37,7 @@ impl Proxy {
         let (up, seen2, done) = (
             upstream.to_string(),
             seen.clone(),
-            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -73,7 +74,7 @@ async fn relay(
     server: TcpStream,
     seen: Arc<Mutex<Vec<Seen>>>,
     cut: Option<Cut>,
-    done: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
 ) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
@@ -121,12 +122,12 @@ async fn relay(
         };
         if let Some(c) = &cut {
             let path = current.lock().unwrap().clone();
-            if path.ends_with(&c.suffix) && !done.load(Ordering::SeqCst) {
+            if path.ends_with(&c.suffix) && done.load(Ordering::SeqCst) < c.times {
                 let room = c.after.saturating_sub(sent).min(n);
                 let _ = cw.write_all(&chunk[..room]).await;
                 sent += room;
                 if sent >= c.after {
-                    done.store(true, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
                     // Dropping both halves closes the connection mid-body.
                     up.abort();
                     return;
