@@ -17,6 +17,7 @@ personalities:
   netd      service: host networking (links, addresses, routes, DHCPv4, DNS)
   apid      service: the machine API (gRPC over TLS on TCP 50000)
   timed     service: time sync (SNTP client; steps, slews, writes the RTC)
+  cri       service: the CRI runtime (image side so far) on /run/kiln/cri.sock
   modprobe  the kernel's module loader helper (/sbin/modprobe)
 ";
 
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Some("netd") => service(kiln_netd::run),
         Some("apid") => service(kiln_apid::run),
         Some("timed") => service(kiln_timed::run),
+        Some("cri") => cri(args),
         Some("modprobe") => modprobe::main(args),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -62,9 +64,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// `kiln cri [--socket P] [--root P] [--insecure-registry H]…`.
+fn cri(args: impl Iterator<Item = String>) -> ExitCode {
+    use argh::FromArgs as _;
+    let rest: Vec<String> = args.collect();
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match kiln_cri::Args::from_args(&["kiln cri"], &rest) {
+        Ok(parsed) => service(move || kiln_cri::run(parsed)),
+        Err(early) => {
+            let ok = early.status.is_ok();
+            if ok {
+                print!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprint!("{}", early.output);
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
 /// Runs a service personality: logs to stdout (the supervisor captures it),
 /// exit status 1 with the reason if it stops.
-fn service<E: std::fmt::Display>(run: fn() -> Result<(), E>) -> ExitCode {
+fn service<E: std::fmt::Display>(run: impl FnOnce() -> Result<(), E>) -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(false)
         .without_time()

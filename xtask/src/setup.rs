@@ -42,11 +42,19 @@ const MAIN: &[&str] = &[
     // kilnctl's completion tests run the scripts in each shell.
     "zsh",
     "fish",
+    // kiln-cri's tests: a real registry (started by the tests, not as a
+    // system service), skopeo to push the images they build, htpasswd for
+    // the auth case, and a real static binary to pack into images.
+    "docker-registry",
+    "skopeo",
+    "apache2-utils",
+    "busybox-static",
 ];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/kiln-backports.sources";
 /// Packages whose system service must never run here: chrony's would set
-/// the machine's clock and ask the public NTP pool.
-const NO_SERVICE: &[&str] = &["chrony.service"];
+/// the machine's clock and ask the public NTP pool; the tests start their
+/// own registries on their own ports.
+const NO_SERVICE: &[&str] = &["chrony.service", "docker-registry.service"];
 /// Debian's hook that tells package scripts whether to start services.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
