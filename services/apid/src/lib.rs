@@ -78,16 +78,5 @@ pub fn run() -> Result<(), Error> {
         },
     });
     let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, kiln_api_proto::PORT));
-    rt.block_on(async {
-        let stop = async {
-            if let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                term.recv().await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        serve(node, listen, stop).await
-    })
+    rt.block_on(async { serve(node, listen, kiln_stop::requested()).await })
 }

@@ -69,18 +69,6 @@ pub fn run(args: Args) -> Result<(), Error> {
 }
 
 async fn stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
+    kiln_stop::requested().await;
     tracing::info!("stopping");
 }

@@ -22,7 +22,7 @@ pub use settings::{Settings, SettingsError};
 pub use status::Status;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Why netd stopped.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ pub fn run() -> Result<(), Error> {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, mut status) = watch::channel(Status::default());
         tokio::spawn(async move {
-            stop_signal().await;
+            kiln_stop::requested().await;
             info!("stopping: releasing leases");
             shutdown_tx.send_replace(true);
         });
@@ -89,24 +89,4 @@ pub fn run() -> Result<(), Error> {
         };
         serve(settings, options, status_tx, shutdown).await
     })
-}
-
-/// SIGTERM (the supervisor's stop) or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            warn!("cannot listen for stop signals: {e}");
-            std::future::pending::<()>().await
-        }
-    }
 }

@@ -70,31 +70,11 @@ pub fn run() -> Result<(), Error> {
     rt.block_on(async {
         let (shutdown_tx, shutdown) = watch::channel(false);
         tokio::spawn(async move {
-            stop_signal().await;
+            kiln_stop::requested().await;
             shutdown_tx.send_replace(true);
         });
         let (status, _) = watch::channel(Status::default());
         serve(&clock, options, status, shutdown).await;
     });
     Ok(())
-}
-
-/// SIGTERM (the supervisor's stop) or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            warn!("cannot listen for stop signals: {e}");
-            std::future::pending::<()>().await
-        }
-    }
 }
