@@ -209,7 +209,7 @@ pub async fn services_and_stats(port: u16, cluster: &TestCluster) {
         .into_inner()
         .services;
     let ids: Vec<&str> = list.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["apid", "hotplug", "netd"], "{list:?}");
+    assert_eq!(ids, ["apid", "hotplug", "netd", "timed"], "{list:?}");
     assert!(list.iter().all(|s| s.pid > 0), "{list:?}");
 
     let hotplug = || ServiceRequest {
