@@ -263,7 +263,8 @@ pub async fn services_and_stats(port: u16, cluster: &TestCluster) {
         [
             ("apid", "cgroup"),
             ("hotplug", "cgroup"),
-            ("netd", "cgroup")
+            ("netd", "cgroup"),
+            ("timed", "cgroup")
         ]
     );
     assert!(s.services.iter().all(|m| m.memory_bytes > 0), "{s:?}");
