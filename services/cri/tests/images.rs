@@ -79,9 +79,7 @@ fn config_digest(layout: &oci::Layout, manifest: &oci::Desc) -> Digest {
 fn pull_list_status_remove_and_collect() {
     in_netns(|| async {
         let reg = Registry::start(None).await;
-        let work = tempfile::tempdir().unwrap();
-        let (layout, built) = oci::build(&work.path().join("layout"));
-        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let (_work, layout, built) = push_busybox(&reg);
         reg.push(&layout.dir, "busybox", "kiln/busybox:2");
         reg.push(&layout.dir, "multi", "kiln/multi:1");
         let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
@@ -329,9 +327,7 @@ fn bad_requests_get_named_errors() {
 fn a_corrupt_blob_fails_by_name_and_stores_nothing() {
     in_netns(|| async {
         let reg = Registry::start(None).await;
-        let work = tempfile::tempdir().unwrap();
-        let (layout, built) = oci::build(&work.path().join("layout"));
-        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let (_work, _, built) = push_busybox(&reg);
         // Flip bytes of the bottom layer in the registry's storage: the
         // registry serves it under its old digest.
         let bad = &built.busybox_layers[0].desc.digest;
@@ -369,9 +365,7 @@ fn a_corrupt_blob_fails_by_name_and_stores_nothing() {
 fn htpasswd_registry_needs_credentials() {
     in_netns(|| async {
         let reg = Registry::start(Some(("kiln", "s3cret"))).await;
-        let work = tempfile::tempdir().unwrap();
-        let (layout, _) = oci::build(&work.path().join("layout"));
-        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let _work = push_busybox(&reg);
         let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
         let image = format!("{}/kiln/busybox:1", reg.addr);
 
@@ -424,9 +418,7 @@ fn htpasswd_registry_needs_credentials() {
 fn concurrent_pulls_download_each_blob_once() {
     in_netns(|| async {
         let reg = Registry::start(None).await;
-        let work = tempfile::tempdir().unwrap();
-        let (layout, built) = oci::build(&work.path().join("layout"));
-        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let (_work, layout, built) = push_busybox(&reg);
         let proxy = Proxy::start(&reg.addr, None).await;
         let cri = Cri::start(std::slice::from_ref(&proxy.addr)).await;
         let image = format!("{}/kiln/busybox:1", proxy.addr);
@@ -470,9 +462,7 @@ fn concurrent_pulls_download_each_blob_once() {
 fn an_interrupted_layer_download_resumes_with_a_range_request() {
     in_netns(|| async {
         let reg = Registry::start(None).await;
-        let work = tempfile::tempdir().unwrap();
-        let (layout, built) = oci::build(&work.path().join("layout"));
-        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let (_work, _, built) = push_busybox(&reg);
         let big = built.busybox_layers[0].desc.clone();
         assert!(
             big.size > 256 * 1024,
@@ -504,8 +494,7 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
             resumed_at > 0 && resumed_at <= 128 * 1024,
             "resumed at {resumed_at}"
         );
-        let stored = fs::read(cri.root().join("blobs/sha256").join(big.digest.hex())).unwrap();
-        assert_eq!(Digest::of(&stored), big.digest);
+        assert_stored(&cri, &big.digest);
         cri.stop().await;
     });
 }
@@ -514,9 +503,7 @@ fn an_interrupted_layer_download_resumes_with_a_range_request() {
 fn a_download_broken_for_good_resumes_after_a_restart() {
     in_netns(|| async {
         let reg = Registry::start(None).await;
-        let work = tempfile::tempdir().unwrap();
-        let (layout, built) = oci::build(&work.path().join("layout"));
-        reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+        let (_work, _, built) = push_busybox(&reg);
         let big = built.busybox_layers[0].desc.clone();
         assert!(
             big.size > 512 * 1024,
@@ -563,8 +550,22 @@ fn a_download_broken_for_good_resumes_after_a_restart() {
             Some(format!("bytes={kept}-").as_str())
         );
         assert!(!partial.exists());
-        let stored = fs::read(cri.root().join("blobs/sha256").join(big.digest.hex())).unwrap();
-        assert_eq!(Digest::of(&stored), big.digest);
+        assert_stored(&cri, &big.digest);
         cri.stop().await;
     });
+}
+
+/// Builds the test images and pushes `busybox` as `kiln/busybox:1`; the
+/// directory holds the OCI layout while the test runs.
+fn push_busybox(reg: &Registry) -> (tempfile::TempDir, oci::Layout, oci::Built) {
+    let work = tempfile::tempdir().unwrap();
+    let (layout, built) = oci::build(&work.path().join("layout"));
+    reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+    (work, layout, built)
+}
+
+/// The blob is in kiln-cri's store, whole and with its digest.
+fn assert_stored(cri: &Cri, digest: &Digest) {
+    let stored = fs::read(cri.root().join("blobs/sha256").join(digest.hex())).unwrap();
+    assert_eq!(&Digest::of(&stored), digest);
 }
