@@ -146,17 +146,7 @@ fn maintenance_apply_then_contexts_and_roles() {
     let apid = Apid::start();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let gen = kilnctl(&[
-        "gen",
-        "config",
-        "--cluster",
-        "lab",
-        "--endpoint",
-        "https://10.0.0.1:6443",
-        "--out",
-        dir,
-    ]);
-    assert!(gen.status.success(), "{}", text(&gen.stderr));
+    gen_config(dir);
     let node_yaml = Path::new(dir).join("node.yaml");
     let kilnconfig = Path::new(dir).join("kilnconfig");
     let (kc, n) = (kilnconfig.to_str().unwrap(), apid.endpoint.as_str());
@@ -247,11 +237,8 @@ fn maintenance_apply_then_contexts_and_roles() {
     );
 }
 
-/// A configured node and its client config: (apid, kilnconfig dir).
-fn configured() -> (Apid, tempfile::TempDir) {
-    let apid = Apid::start();
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().to_str().unwrap();
+/// `kilnctl gen config` for the test cluster into `dir`.
+fn gen_config(dir: &str) {
     let gen = kilnctl(&[
         "gen",
         "config",
@@ -263,6 +250,14 @@ fn configured() -> (Apid, tempfile::TempDir) {
         dir,
     ]);
     assert!(gen.status.success(), "{}", text(&gen.stderr));
+}
+
+/// A configured node and its client config: (apid, kilnconfig dir).
+fn configured() -> (Apid, tempfile::TempDir) {
+    let apid = Apid::start();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    gen_config(dir);
     let node_yaml = out.path().join("node.yaml");
     let n = apid.endpoint.as_str();
     let apply = until_ok(&["--insecure", "-n", n, "apply", node_yaml.to_str().unwrap()]);
