@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::daemon::Options;
 use crate::dhcp::Lease;
 use crate::netlink::Route;
 use crate::settings::{Dns, IpCidr, MacAddr, Settings};
@@ -17,6 +18,12 @@ use crate::settings::{Dns, IpCidr, MacAddr, Settings};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub links: Vec<LinkStatus>,
+    /// The kernel's hostname once netd set it (from the settings or a
+    /// lease's option 12).
+    pub hostname: Option<String>,
+    /// Why the stored machine config is not in use (netd then runs on the
+    /// kernel command line's settings), naming the field.
+    pub problem: Option<String>,
 }
 
 impl Status {
@@ -165,33 +172,45 @@ struct Inner {
     ntp: Vec<std::net::Ipv4Addr>,
     ntp_servers: PathBuf,
     ntp_written: std::sync::Mutex<Option<String>>,
+    /// From the settings; wins over leases'.
+    hostname: Option<String>,
+    hosts: PathBuf,
+    hosts_written: std::sync::Mutex<Option<String>>,
 }
 
 impl Reporter {
-    pub fn new(
-        status: watch::Sender<Status>,
-        settings: &Settings,
-        resolv_conf: PathBuf,
-        ntp_servers: PathBuf,
-    ) -> Self {
-        status.send_replace(Status {
-            links: settings
+    /// Starts a fresh status for `settings` (keeping `problem`, which is
+    /// the caller's).
+    pub fn new(status: watch::Sender<Status>, settings: &Settings, options: &Options) -> Self {
+        status.send_modify(|s| {
+            s.links = settings
                 .links
                 .iter()
                 .map(|l| LinkStatus::waiting(l.select.to_string()))
-                .collect(),
+                .collect();
         });
         Reporter {
             inner: Arc::new(Inner {
                 status,
                 dns: settings.dns.clone(),
-                resolv_conf,
+                resolv_conf: options.resolv_conf.clone(),
                 written: std::sync::Mutex::new(None),
                 ntp: settings.ntp_servers.clone(),
-                ntp_servers,
+                ntp_servers: options.ntp_servers.clone(),
                 ntp_written: std::sync::Mutex::new(None),
+                hostname: settings.hostname.clone(),
+                hosts: options.hosts.clone(),
+                hosts_written: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// Writes resolv.conf, the NTP list, the hostname and hosts as they
+    /// stand.
+    pub fn write_files(&self) {
+        self.write_resolv();
+        self.write_ntp();
+        self.write_host();
     }
 
     /// Changes link `slot`'s status; rewrites resolv.conf and the NTP list
@@ -207,8 +226,7 @@ impl Reporter {
                 }
                 None => false,
             });
-        self.write_resolv();
-        self.write_ntp();
+        self.write_files();
     }
 
     /// Records an error on a link and logs it.
@@ -231,6 +249,44 @@ impl Reporter {
         };
         let content = crate::resolv::render(&servers, &search);
         write_if_changed(&self.inner.resolv_conf, &self.inner.written, content);
+    }
+
+    /// Sets the hostname (the settings', else the first lease's option 12)
+    /// when it changed, and writes hosts with it and the node's address.
+    pub fn write_host(&self) {
+        let (wanted, address) = {
+            let status = self.inner.status.borrow();
+            let wanted = self.inner.hostname.clone().or_else(|| {
+                status
+                    .links
+                    .iter()
+                    .filter_map(|l| l.lease.as_ref())
+                    .find_map(|l| l.hostname.clone())
+            });
+            (wanted, crate::hosts::node_address(&status))
+        };
+        if let Some(name) = wanted {
+            let current = nix::unistd::gethostname().ok();
+            if current.as_ref().and_then(|c| c.to_str()) != Some(name.as_str()) {
+                match nix::unistd::sethostname(&name) {
+                    Ok(()) => tracing::info!(hostname = %name, "hostname set"),
+                    Err(e) => tracing::warn!(hostname = %name, "cannot set the hostname: {e}"),
+                }
+            }
+        }
+        let Some(hostname) = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+        else {
+            return;
+        };
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.hostname.as_deref() != Some(hostname.as_str());
+            s.hostname = Some(hostname.clone());
+            changed
+        });
+        let content = crate::hosts::render(&hostname, address);
+        write_if_changed(&self.inner.hosts, &self.inner.hosts_written, content);
     }
 
     /// `ip=`'s NTP server first, then each lease's option 42, in link order.
@@ -295,7 +351,13 @@ mod tests {
     #[test]
     fn readiness() {
         assert!(!Status::default().ready());
-        let ready = |links| Status { links }.ready();
+        let ready = |links| {
+            Status {
+                links,
+                ..Status::default()
+            }
+            .ready()
+        };
         assert!(ready(vec![link(&["10.0.0.2/24"], true)]));
         assert!(!ready(vec![link(&["10.0.0.2/24"], false)]));
         assert!(!ready(vec![link(&[], true)]));
