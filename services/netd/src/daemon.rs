@@ -49,6 +49,7 @@ struct Slot {
 
 struct BoundLink {
     index: u32,
+    mac: Option<crate::settings::MacAddr>,
     carrier: watch::Sender<bool>,
     task: tokio::task::AbortHandle,
 }
@@ -62,26 +63,37 @@ pub async fn serve(
     status: watch::Sender<Status>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    serve_until(
-        settings,
-        options,
-        status,
+    let (_keep, hostname) = watch::channel(settings.hostname.clone());
+    let control = Control {
         shutdown,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
+        teardown: Arc::new(AtomicBool::new(false)),
+        hostname,
+    };
+    serve_until(settings, options, status, control).await
 }
 
-/// [`serve`], but if `teardown` is set when `shutdown` turns true,
-/// everything these settings made is undone (for settings that replace
-/// them).
+/// How [`serve_until`]'s caller steers it.
+pub(crate) struct Control {
+    pub shutdown: watch::Receiver<bool>,
+    /// If set when `shutdown` turns true, everything these settings made is
+    /// undone (for settings that replace them).
+    pub teardown: Arc<AtomicBool>,
+    /// The configured hostname, which changes without touching the links.
+    pub hostname: watch::Receiver<Option<String>>,
+}
+
+/// [`serve`], steered by `control`.
 pub(crate) async fn serve_until(
     settings: Settings,
     options: Options,
     status: watch::Sender<Status>,
-    mut shutdown: watch::Receiver<bool>,
-    teardown: Arc<AtomicBool>,
+    control: Control,
 ) -> Result<(), Error> {
+    let Control {
+        mut shutdown,
+        teardown,
+        mut hostname,
+    } = control;
     let (net, mut events) = Net::connect().map_err(Error::Connect)?;
     let report = Reporter::new(status, &settings, &options);
     report.write_files();
@@ -127,6 +139,10 @@ pub(crate) async fn serve_until(
                 Some(LinkEvent::Removed { index }) => d.removed(index),
                 None => return Err(Error::EventsEnded),
             },
+            Ok(()) = hostname.changed() => {
+                let name = hostname.borrow_and_update().clone();
+                d.report.set_hostname(name);
+            }
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => {
                 if let Err(e) = r {
                     if !e.is_cancelled() {
@@ -176,12 +192,22 @@ impl Daemon {
     async fn match_slot(&mut self, link: &Link) {
         let link = link.clone();
         if let Some(i) = self.slot_of(link.index) {
-            if let Some(b) = &self.slots[i].bound {
-                b.carrier
-                    .send_if_modified(|c| std::mem::replace(c, link.carrier) != link.carrier);
+            let moved = self.slots[i]
+                .bound
+                .as_ref()
+                .is_some_and(|b| b.mac != link.mac);
+            if !moved {
+                if let Some(b) = &self.slots[i].bound {
+                    b.carrier
+                        .send_if_modified(|c| std::mem::replace(c, link.carrier) != link.carrier);
+                }
+                self.report.update(i, |l| l.carrier = link.carrier);
+                return;
             }
-            self.report.update(i, |l| l.carrier = link.carrier);
-            return;
+            // A bond takes its first member's address, a VLAN its parent's:
+            // DHCP must speak with the address the link has now.
+            info!(link = %link.name, mac = ?link.mac, "link address changed: configuring again");
+            self.unbind(i);
         }
         let named = (0..self.slots.len())
             .find(|&i| self.slots[i].bound.is_none() && self.slot_names(i, &link));
@@ -211,11 +237,16 @@ impl Daemon {
     fn removed(&mut self, index: u32) {
         self.links.remove(&index);
         let Some(i) = self.slot_of(index) else { return };
+        info!(index, selector = %self.slots[i].select, "link removed");
+        self.unbind(i);
+        self.slots[i].vlan_parent = None;
+    }
+
+    /// Ends slot `i`'s link task; the selector waits for a link again.
+    fn unbind(&mut self, i: usize) {
         if let Some(b) = self.slots[i].bound.take() {
-            info!(index, selector = %self.slots[i].select, "link removed");
             b.task.abort();
         }
-        self.slots[i].vlan_parent = None;
         self.report.update(i, |l| {
             *l = crate::status::LinkStatus::waiting(l.selector.clone())
         });
@@ -376,6 +407,7 @@ impl Daemon {
         let handle = self.tasks.spawn(task.run());
         self.slots[slot].bound = Some(BoundLink {
             index: link.index,
+            mac: link.mac,
             carrier: carrier_tx,
             task: handle,
         });

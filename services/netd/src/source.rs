@@ -6,9 +6,10 @@
 //! problem, naming the field, goes into the status and the log, and the
 //! node stays reachable to be given a better one). apid classes `network`
 //! and `hostname` changes as live: netd checks the file's metadata every
-//! [`POLL`] and, when the settings it implies differ, undoes what the old
-//! ones made (leases released, addresses, routes, VLANs and bonds removed)
-//! and applies the new.
+//! [`POLL`] and, when the link settings it implies differ, undoes what the
+//! old ones made (leases released, addresses, routes, VLANs and bonds
+//! removed) and applies the new; a hostname-only change just sets the
+//! hostname.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use kiln_config::MachineConfig;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::daemon::{serve_until, Options};
+use crate::daemon::{serve_until, Control, Options};
 use crate::settings::{Settings, SettingsError};
 use crate::status::Status;
 use crate::Error;
@@ -100,13 +101,18 @@ pub async fn serve_config(
     loop {
         report_problem(&status, &loaded);
         let (stop_tx, stop) = watch::channel(false);
+        let (hostname_tx, hostname) = watch::channel(loaded.settings.hostname.clone());
         let teardown = Arc::new(AtomicBool::new(false));
+        let control = Control {
+            shutdown: stop,
+            teardown: teardown.clone(),
+            hostname,
+        };
         let run = serve_until(
             loaded.settings.clone(),
             options.clone(),
             status.clone(),
-            stop,
-            teardown.clone(),
+            control,
         );
         tokio::pin!(run);
         let mut tick = tokio::time::interval(POLL);
@@ -131,13 +137,17 @@ pub async fn serve_config(
                             continue;
                         }
                     };
-                    if next.settings != loaded.settings {
+                    if links_differ(&next.settings, &loaded.settings) {
                         break next;
                     }
-                    if next.problem != loaded.problem {
-                        loaded = next;
-                        report_problem(&status, &loaded);
+                    if next.settings.hostname != loaded.settings.hostname {
+                        info!(hostname = ?next.settings.hostname, "the machine config changed the hostname");
+                        hostname_tx.send_replace(next.settings.hostname.clone());
                     }
+                    if next.problem != loaded.problem {
+                        report_problem(&status, &next);
+                    }
+                    loaded = next;
                 }
             }
         };
@@ -147,6 +157,15 @@ pub async fn serve_config(
         run.await?;
         loaded = next;
     }
+}
+
+/// Whether two settings differ in more than the hostname.
+fn links_differ(a: &Settings, b: &Settings) -> bool {
+    let strip = |s: &Settings| Settings {
+        hostname: None,
+        ..s.clone()
+    };
+    strip(a) != strip(b)
 }
 
 fn report_problem(status: &watch::Sender<Status>, loaded: &Loaded) {

@@ -172,8 +172,9 @@ struct Inner {
     ntp: Vec<std::net::Ipv4Addr>,
     ntp_servers: PathBuf,
     ntp_written: std::sync::Mutex<Option<String>>,
-    /// From the settings; wins over leases'.
-    hostname: Option<String>,
+    /// From the settings; wins over leases'. Changes without re-applying
+    /// the links (`set_hostname`).
+    hostname: std::sync::Mutex<Option<String>>,
     hosts: PathBuf,
     hosts_written: std::sync::Mutex<Option<String>>,
 }
@@ -198,7 +199,7 @@ impl Reporter {
                 ntp: settings.ntp_servers.clone(),
                 ntp_servers: options.ntp_servers.clone(),
                 ntp_written: std::sync::Mutex::new(None),
-                hostname: settings.hostname.clone(),
+                hostname: std::sync::Mutex::new(settings.hostname.clone()),
                 hosts: options.hosts.clone(),
                 hosts_written: std::sync::Mutex::new(None),
             }),
@@ -208,25 +209,36 @@ impl Reporter {
     /// Writes resolv.conf, the NTP list, the hostname and hosts as they
     /// stand.
     pub fn write_files(&self) {
-        self.write_resolv();
-        self.write_ntp();
-        self.write_host();
+        let mut next = self.inner.status.borrow().clone();
+        self.write_files_for(&mut next);
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.hostname != next.hostname;
+            s.hostname = next.hostname.take();
+            changed
+        });
     }
 
-    /// Changes link `slot`'s status; rewrites resolv.conf and the NTP list
-    /// if they changed.
+    /// The files `status` implies; records the kernel's hostname in it.
+    fn write_files_for(&self, status: &mut Status) {
+        self.write_resolv(status);
+        self.write_ntp(status);
+        status.hostname = self.write_host(status);
+    }
+
+    /// Changes link `slot`'s status and rewrites the files that depend on
+    /// it, before watchers see the change (so they find the files in line).
     pub fn update(&self, slot: usize, f: impl FnOnce(&mut LinkStatus)) {
-        self.inner
-            .status
-            .send_if_modified(|s| match s.links.get_mut(slot) {
-                Some(link) => {
-                    let before = link.clone();
-                    f(link);
-                    *link != before
-                }
-                None => false,
-            });
-        self.write_files();
+        let mut next = self.inner.status.borrow().clone();
+        let Some(link) = next.links.get_mut(slot) else {
+            return;
+        };
+        f(link);
+        self.write_files_for(&mut next);
+        self.inner.status.send_if_modified(|s| {
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
     }
 
     /// Records an error on a link and logs it.
@@ -236,35 +248,37 @@ impl Reporter {
     }
 
     /// Static servers first, then each lease's, in link order.
-    pub fn write_resolv(&self) {
-        let (servers, search) = {
-            let status = self.inner.status.borrow();
-            let mut servers = self.inner.dns.servers.clone();
-            let mut search = self.inner.dns.search.clone();
-            for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
-                servers.extend(lease.dns.iter().map(|d| IpAddr::V4(*d)));
-                search.extend(lease.search.iter().cloned());
-            }
-            (servers, search)
-        };
+    fn write_resolv(&self, status: &Status) {
+        let mut servers = self.inner.dns.servers.clone();
+        let mut search = self.inner.dns.search.clone();
+        for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
+            servers.extend(lease.dns.iter().map(|d| IpAddr::V4(*d)));
+            search.extend(lease.search.iter().cloned());
+        }
         let content = crate::resolv::render(&servers, &search);
         write_if_changed(&self.inner.resolv_conf, &self.inner.written, content);
     }
 
+    /// A new configured hostname (`None`: the leases' again).
+    pub fn set_hostname(&self, hostname: Option<String>) {
+        if let Ok(mut h) = self.inner.hostname.lock() {
+            *h = hostname;
+        }
+        self.write_files();
+    }
+
     /// Sets the hostname (the settings', else the first lease's option 12)
-    /// when it changed, and writes hosts with it and the node's address.
-    pub fn write_host(&self) {
-        let (wanted, address) = {
-            let status = self.inner.status.borrow();
-            let wanted = self.inner.hostname.clone().or_else(|| {
-                status
-                    .links
-                    .iter()
-                    .filter_map(|l| l.lease.as_ref())
-                    .find_map(|l| l.hostname.clone())
-            });
-            (wanted, crate::hosts::node_address(&status))
-        };
+    /// when it changed, and writes hosts with it and the node's address;
+    /// returns the kernel's hostname.
+    fn write_host(&self, status: &Status) -> Option<String> {
+        let configured = self.inner.hostname.lock().ok().and_then(|h| h.clone());
+        let wanted = configured.or_else(|| {
+            status
+                .links
+                .iter()
+                .filter_map(|l| l.lease.as_ref())
+                .find_map(|l| l.hostname.clone())
+        });
         if let Some(name) = wanted {
             let current = nix::unistd::gethostname().ok();
             if current.as_ref().and_then(|c| c.to_str()) != Some(name.as_str()) {
@@ -274,31 +288,20 @@ impl Reporter {
                 }
             }
         }
-        let Some(hostname) = nix::unistd::gethostname()
+        let hostname = nix::unistd::gethostname()
             .ok()
-            .and_then(|h| h.into_string().ok())
-        else {
-            return;
-        };
-        self.inner.status.send_if_modified(|s| {
-            let changed = s.hostname.as_deref() != Some(hostname.as_str());
-            s.hostname = Some(hostname.clone());
-            changed
-        });
-        let content = crate::hosts::render(&hostname, address);
+            .and_then(|h| h.into_string().ok())?;
+        let content = crate::hosts::render(&hostname, crate::hosts::node_address(status));
         write_if_changed(&self.inner.hosts, &self.inner.hosts_written, content);
+        Some(hostname)
     }
 
     /// `ip=`'s NTP server first, then each lease's option 42, in link order.
-    pub fn write_ntp(&self) {
-        let servers = {
-            let status = self.inner.status.borrow();
-            let mut servers = self.inner.ntp.clone();
-            for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
-                servers.extend(&lease.ntp);
-            }
-            servers
-        };
+    fn write_ntp(&self, status: &Status) {
+        let mut servers = self.inner.ntp.clone();
+        for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
+            servers.extend(&lease.ntp);
+        }
         let content = crate::ntp::render(&servers);
         write_if_changed(&self.inner.ntp_servers, &self.inner.ntp_written, content);
     }

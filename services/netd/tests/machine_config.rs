@@ -295,6 +295,20 @@ fn a_live_change_is_reapplied() {
         read(&net.resolv_conf()),
         "# written by kiln netd\nnameserver 10.8.8.8\n"
     );
+
+    // A hostname-only change sets the hostname and leaves the links be.
+    config.hostname = Some("renamed".into());
+    store(&net, &config);
+    let status = netd.wait("the new hostname", DEADLINE, |s| {
+        s.hostname.as_deref() == Some("renamed")
+    });
+    assert!(configured(&status, 0), "{status:#?}");
+    assert!(
+        read(&net.hosts()).ends_with("\n127.0.1.1 renamed\n"),
+        "{}",
+        read(&net.hosts())
+    );
+    assert_eq!(net.client_addrs(&c), vec![format!("{new}/24")]);
 }
 
 #[test]
