@@ -10,7 +10,6 @@ pub mod mappings;
 pub mod rules;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use crate::env::{Args, Command};
 use crate::error::{Error, Result};
@@ -197,9 +196,4 @@ fn gc(conf: &NetConf) -> Result<()> {
     }
     conn.apply(&batch)?;
     Ok(())
-}
-
-/// The pod address a host port leads to, for the benchmark and tests.
-pub fn pod_addresses(result: &CniResult) -> Vec<IpAddr> {
-    pods(result).iter().map(|p| p.addr).collect()
 }
