@@ -10,7 +10,9 @@ use kiln_api_proto::v1::{
     ApplyConfigurationRequest, ApplyMode, DmesgRequest, GetConfigurationRequest, LogsRequest, Mode,
     RebootRequest, ServiceListRequest, ServiceRequest, ServiceState, StatsRequest, VersionRequest,
 };
-use kiln_config::{Bond, BondMode, Cluster, Interface, Machine, MachineCa, MachineConfig, Network};
+use kiln_config::{
+    Bond, BondMode, Cluster, Interface, Machine, MachineCa, MachineConfig, Network, Vlan,
+};
 use kiln_pki::{Ca, KeyedCert, Role, Validity, CLIENT_VALIDITY};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -52,7 +54,9 @@ impl TestCluster {
     }
 
     /// The config with the guest's one NIC (`eth0`) in an active-backup
-    /// bond that takes its address by DHCP.
+    /// bond that takes its address by DHCP, and VLAN 42 on the bond with a
+    /// static address (QEMU's user network has no VLAN peer: this checks
+    /// that the kernel makes it).
     pub fn bonded_config(&self) -> String {
         let mut config = MachineConfig::from_yaml(&self.config).unwrap();
         config.network = Network {
@@ -63,6 +67,11 @@ impl TestCluster {
                     mode: BondMode::ActiveBackup,
                     members: vec!["eth0".into()],
                 }),
+                vlans: vec![Vlan {
+                    id: 42,
+                    addresses: vec!["192.168.42.5/24".into()],
+                    ..Vlan::default()
+                }],
                 ..Interface::default()
             }],
             ..Network::default()
