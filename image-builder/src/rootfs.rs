@@ -18,6 +18,9 @@ pub const MOUNT_POINTS: &[(&str, u16)] = &[
     ("etc/kiln", 0o755),
     ("lib", 0o755),
     ("lib/modules", 0o755),
+    ("opt", 0o755),
+    ("opt/cni", 0o755),
+    ("opt/cni/bin", 0o755),
     ("proc", 0o555),
     ("run", 0o755),
     ("sbin", 0o755),
@@ -39,6 +42,11 @@ pub const SYMLINKS: &[(&str, &str)] = &[
     ("etc/os-release", "../usr/lib/os-release"),
     ("etc/resolv.conf", "/run/kiln/resolv.conf"),
     ("etc/hosts", "/run/kiln/hosts"),
+    // Kiln's CNI plugins, where runtimes look for them.
+    ("opt/cni/bin/kiln-bridge", "/usr/bin/kiln"),
+    ("opt/cni/bin/kiln-host-local", "/usr/bin/kiln"),
+    ("opt/cni/bin/kiln-loopback", "/usr/bin/kiln"),
+    ("opt/cni/bin/kiln-portmap", "/usr/bin/kiln"),
 ];
 
 /// Writes the squashfs root image to `out`.

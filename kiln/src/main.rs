@@ -19,6 +19,8 @@ personalities:
   timed     service: time sync (SNTP client; steps, slews, writes the RTC)
   cri       service: the CRI runtime (image side so far) on /run/kiln/cri.sock
   modprobe  the kernel's module loader helper (/sbin/modprobe)
+  kiln-bridge, kiln-host-local, kiln-loopback, kiln-portmap
+            CNI plugins (/opt/cni/bin/ links to this binary)
 ";
 
 fn main() -> ExitCode {
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
         Some("timed") => service(kiln_timed::run),
         Some("cri") => cri(args),
         Some("modprobe") => modprobe::main(args),
+        // The CNI plugins read their own argv (name, or `kiln <plugin>`).
+        Some(p) if kiln_cni::Plugin::from_name(p).is_some() => kiln_cni::cli::main(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS

@@ -13,7 +13,10 @@
 //! first boot comes up in maintenance mode and takes its first config
 //! (x86_64; aarch64 makes one call), the second comes up configured with it.
 //! On x86_64 that config names an NTP server (chronyd run by the test,
-//! reached at 10.0.2.2), and the second boot starts with its RTC in 2005:
+//! reached at 10.0.2.2) and a hostname; a second config applied live moves
+//! the NIC into an active-backup bond with DHCP on it and VLAN 42 on the
+//! bond (netd re-applies the network), which the second boot comes up
+//! with; it starts with its RTC in 2005:
 //! timed must step the clock before the API's mutual TLS (certificates not
 //! valid in 2005) lets the operator in, and writes the RTC at shutdown.
 //!
@@ -223,6 +226,23 @@ fn disk_boot_twice(arch: Arch) {
             &cluster,
         ));
         expect(&mut m, "machine config stored", STEP);
+        // netd follows the stored config: the hostname, then a live
+        // network change moving the NIC into a bond (the kernel loads
+        // bonding on netd's request) with DHCP on the bond.
+        expect(&mut m, "hostname set hostname=node-1", STEP);
+        rt.block_on(machine_api::apply_live(
+            api_port,
+            &cluster,
+            cluster.bonded_config(),
+        ));
+        expect(&mut m, "bond member enslaved link=eth0 bond=bond0", STEP);
+        seen_or_expect(
+            &mut m,
+            "vlan created vlan=bond0.42 id=42 parent=bond0",
+            STEP,
+        );
+        expect(&mut m, "lease bound link=bond0", STEP);
+        rt.block_on(machine_api::configured_version(api_port, &cluster));
     } else {
         // A smoke call: the same API answers on arm64.
         rt.block_on(machine_api::maintenance_version(
@@ -271,6 +291,14 @@ fn disk_boot_twice(arch: Arch) {
         // The config was kept on STATE: no maintenance mode this time. Its
         // client certificates are valid from today: mutual TLS works only
         // because the clock was corrected.
+        // The bond again, from the stored config at boot; the API answers
+        // through it.
+        seen_or_expect(&mut m, "bond member enslaved link=eth0 bond=bond0", BOOT);
+        seen_or_expect(
+            &mut m,
+            "vlan created vlan=bond0.42 id=42 parent=bond0",
+            STEP,
+        );
         rt.block_on(machine_api::configured_again(api_port, &cluster));
         rt.block_on(machine_api::services_and_stats(api_port, &cluster));
         assert!(

@@ -31,6 +31,8 @@ const MAIN: &[&str] = &[
     // depmod and modprobe: the module index tests compare against them.
     "kmod",
     "containernetworking-plugins",
+    // The reference portmap plugin runs it (kiln-portmap's tests compare).
+    "iptables",
     "iproute2",
     "iputils-ping",
     // netd's tests: the DHCP server (the binary only; `dnsmasq` would start

@@ -34,7 +34,7 @@ pub struct MachineConfig {
     /// The node's hostname (RFC 1123). Unset: `kiln-<machine id prefix>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Host networking. No interfaces listed: DHCP on every physical link.
+    /// Host networking. No interfaces listed: DHCP on the first link with carrier.
     #[serde(default, skip_serializing_if = "crate::is_default")]
     pub network: Network,
     /// Time synchronisation.

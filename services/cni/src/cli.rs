@@ -28,10 +28,11 @@ pub fn main() -> ExitCode {
         None => Err(Error::InvalidEnv {
             name: "argv[0]",
             why: format!(
-                "run as {}, {} or {} (a symlink, or the first argument)",
+                "run as {}, {}, {} or {} (a symlink, or the first argument)",
                 crate::BRIDGE,
                 crate::HOST_LOCAL,
-                crate::LOOPBACK
+                crate::LOOPBACK,
+                crate::PORTMAP
             ),
         }),
         Some(plugin) => match std::io::stdin().read_to_end(&mut stdin) {

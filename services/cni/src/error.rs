@@ -14,6 +14,8 @@ pub const CODE_NETLINK: u32 = 101;
 pub const CODE_NO_ADDRESS: u32 = 102;
 /// Kiln's plugin-specific code for a delegated IPAM plugin's failure.
 pub const CODE_DELEGATE: u32 = 103;
+/// Kiln's plugin-specific code for a failed nftables request.
+pub const CODE_NFTABLES: u32 = 104;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -55,6 +57,8 @@ pub enum Error {
     Delegate { plugin: String, msg: String },
     #[error("plugin not available: {0}")]
     NotAvailable(String),
+    #[error(transparent)]
+    Nftables(#[from] crate::nft::NftError),
 }
 
 impl Error {
@@ -97,6 +101,7 @@ impl Error {
             Error::Netlink { .. } => CODE_NETLINK,
             Error::NoAddress(_) => CODE_NO_ADDRESS,
             Error::Delegate { .. } => CODE_DELEGATE,
+            Error::Nftables(_) => CODE_NFTABLES,
         }
     }
 
@@ -106,6 +111,7 @@ impl Error {
             Error::Io { source, .. } => source.to_string(),
             Error::Decode { source, .. } => source.to_string(),
             Error::Netlink { source, .. } => source.to_string(),
+            Error::Nftables(crate::nft::NftError::Kernel { source, .. }) => source.to_string(),
             _ => String::new(),
         };
         SpecError {

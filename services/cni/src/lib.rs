@@ -1,9 +1,10 @@
-//! Kiln's CNI plugins (spec 1.0/1.1): `kiln-bridge`, `kiln-host-local` and
-//! `kiln-loopback`, one library behind one multi-call binary.
+//! Kiln's CNI plugins (spec 1.0/1.1): `kiln-bridge`, `kiln-host-local`,
+//! `kiln-loopback` and `kiln-portmap`, one library behind one multi-call
+//! binary.
 //!
-//! Every plugin works over netlink (rtnetlink) and files; nothing here runs
-//! `ip` or any other program, except an IPAM plugin a configuration names
-//! explicitly (spec delegation).
+//! Every plugin works over netlink (rtnetlink, and nf_tables in `nft`) and
+//! files; nothing here runs `ip`, `nft` or any other program, except an
+//! IPAM plugin a configuration names explicitly (spec delegation).
 
 pub mod bridge;
 pub mod cli;
@@ -15,7 +16,9 @@ pub mod ipam;
 pub mod loopback;
 pub mod netconf;
 pub mod netns;
+pub mod nft;
 pub mod nl;
+pub mod portmap;
 pub mod result;
 pub mod sysctl;
 pub mod version;
@@ -27,12 +30,14 @@ use netconf::NetConf;
 pub const BRIDGE: &str = "kiln-bridge";
 pub const HOST_LOCAL: &str = "kiln-host-local";
 pub const LOOPBACK: &str = "kiln-loopback";
+pub const PORTMAP: &str = "kiln-portmap";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plugin {
     Bridge,
     HostLocal,
     Loopback,
+    Portmap,
 }
 
 impl Plugin {
@@ -41,6 +46,7 @@ impl Plugin {
             BRIDGE => Some(Plugin::Bridge),
             HOST_LOCAL => Some(Plugin::HostLocal),
             LOOPBACK => Some(Plugin::Loopback),
+            PORTMAP => Some(Plugin::Portmap),
             _ => None,
         }
     }
@@ -81,6 +87,7 @@ pub fn run(plugin: Plugin, args: &Args, stdin: &[u8]) -> Result<Option<serde_jso
         Plugin::Bridge => rt.block_on(bridge::run(&conf, args))?,
         Plugin::HostLocal => host_local::run(&conf, args)?,
         Plugin::Loopback => rt.block_on(loopback::run(&conf, args))?,
+        Plugin::Portmap => portmap::run(&conf, args)?,
     };
     result
         .map(|r| {

@@ -2,6 +2,8 @@
 //! Every scenario runs against Kiln's plugins and Debian's reference plugins
 //! (containernetworking-plugins), so Kiln is held to the reference behaviour.
 
+// Shared with tests/portmap.rs and the bench; the port-mapping parts are theirs.
+#[allow(dead_code)]
 mod harness;
 
 use std::collections::BTreeSet;

@@ -1,24 +1,29 @@
 //! netd: the node's host networking, over netlink.
 //!
 //! Selects links (by name, MAC, or the first with carrier), brings them up,
-//! applies static addresses, routes, MTU and VLANs, runs a DHCPv4 client
-//! where asked, keeps resolv.conf in line with both, hands the NTP servers
-//! it learns to timed, and reports per-link status. No `ip` or `dhclient`
-//! binary is involved.
+//! applies static addresses, routes, MTU, VLANs and bonds, runs a DHCPv4
+//! client where asked, keeps resolv.conf, the hostname and hosts in line
+//! with them, hands the NTP servers it learns to timed, and reports
+//! per-link status. Settings come from the stored machine config, else the
+//! kernel command line. No `ip` or `dhclient` binary is involved.
 
 mod daemon;
 pub mod dhcp;
+pub mod from_config;
+pub mod hosts;
 mod link;
 pub mod netlink;
 pub mod ntp;
 pub mod resolv;
 pub mod settings;
+pub mod source;
 pub mod status;
 
 use std::path::Path;
 
 pub use daemon::{serve, Options};
 pub use settings::{Settings, SettingsError};
+pub use source::{serve_config, Source};
 pub use status::Status;
 
 use tokio::sync::watch;
@@ -46,13 +51,20 @@ pub enum Error {
 
 /// Where the node's /etc/resolv.conf points.
 const RESOLV_CONF: &str = "/run/kiln/resolv.conf";
+/// Where the node's /etc/hosts points.
+const HOSTS: &str = "/run/kiln/hosts";
 
-/// The `kiln netd` personality: settings from the kernel command line
-/// (until the machine config exists), runs until SIGTERM or SIGINT, then
-/// releases its leases.
+/// The `kiln netd` personality: settings from the stored machine config
+/// (re-applied when it changes), else the kernel command line; runs until
+/// SIGTERM or SIGINT, then releases its leases.
 pub fn run() -> Result<(), Error> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(Error::Cmdline)?;
-    let settings = Settings::from_cmdline(&cmdline)?;
+    let source = Source {
+        config: kiln_config_store::ConfigStore::on_node()
+            .path()
+            .to_path_buf(),
+        cmdline,
+    };
     std::fs::create_dir_all("/run/kiln").map_err(|source| Error::Runtime {
         path: "/run/kiln",
         source,
@@ -86,7 +98,8 @@ pub fn run() -> Result<(), Error> {
         let options = Options {
             resolv_conf: Path::new(RESOLV_CONF).to_path_buf(),
             ntp_servers: Path::new(ntp::NTP_SERVERS).to_path_buf(),
+            hosts: Path::new(HOSTS).to_path_buf(),
         };
-        serve(settings, options, status_tx, shutdown).await
+        serve_config(source, options, status_tx, shutdown).await
     })
 }

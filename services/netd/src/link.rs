@@ -1,7 +1,10 @@
 //! One configured link's task: static configuration, then DHCP if asked.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::dhcp::{Client, Device};
 use crate::netlink::{Link, Net, Route};
@@ -17,11 +20,15 @@ pub(crate) struct LinkTask {
     pub report: Reporter,
     pub carrier: watch::Receiver<bool>,
     pub shutdown: watch::Receiver<bool>,
+    /// Set before `shutdown` when new settings replace these: the static
+    /// configuration is removed too.
+    pub teardown: Arc<AtomicBool>,
 }
 
 impl LinkTask {
     /// Configures the link and, for DHCP, runs the client until shutdown.
-    /// Static configuration stays in place at shutdown: nothing leases it.
+    /// Static configuration stays in place at shutdown (nothing leases
+    /// it), unless new settings replace it.
     pub async fn run(self) {
         let LinkTask {
             slot,
@@ -31,6 +38,7 @@ impl LinkTask {
             report,
             carrier,
             mut shutdown,
+            teardown,
         } = self;
         info!(link = %link.name, index = link.index, selector = %settings.select, "configuring");
         let fail = |e: String| report.error(slot, format!("{}: {e}", link.name));
@@ -47,16 +55,21 @@ impl LinkTask {
                 Err(e) => fail(e.to_string()),
             }
         }
-        for r in &settings.routes {
-            let route = Route {
+        let routes: Vec<Route> = settings
+            .routes
+            .iter()
+            .map(|r| Route {
                 destination: r.destination,
                 gateway: r.gateway,
                 source: None,
                 dhcp: false,
-            };
-            match net.add_route(link.index, &route).await {
+                metric: r.metric,
+            })
+            .collect();
+        for route in &routes {
+            match net.add_route(link.index, route).await {
                 Ok(()) => report.update(slot, |l| {
-                    let s = RouteStatus::from(&route);
+                    let s = RouteStatus::from(route);
                     if !l.routes.contains(&s) {
                         l.routes.push(s)
                     }
@@ -68,24 +81,51 @@ impl LinkTask {
             report.update(slot, |l| l.state = LinkState::Configured);
             // Only an error (sender gone) or shutdown ends the wait.
             let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
-            return;
-        }
-        let Some(mac) = link.mac else {
+        } else if let Some(mac) = link.mac {
+            let dev = Device {
+                index: link.index,
+                name: link.name.clone(),
+                mac,
+                mtu_override: settings.mtu,
+            };
+            let client = Client::new(
+                dev,
+                slot,
+                net.clone(),
+                report.clone(),
+                carrier,
+                shutdown.clone(),
+            );
+            match client {
+                Ok(client) => {
+                    if let Err(e) = client.run().await {
+                        fail(e.to_string());
+                    }
+                }
+                Err(e) => {
+                    fail(e.to_string());
+                    let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+                }
+            }
+        } else {
             fail("DHCP needs an Ethernet address".into());
-            return;
-        };
-        let dev = Device {
-            index: link.index,
-            name: link.name.clone(),
-            mac,
-            mtu_override: settings.mtu,
-        };
-        let client = match Client::new(dev, slot, net, report.clone(), carrier, shutdown) {
-            Ok(c) => c,
-            Err(e) => return fail(e.to_string()),
-        };
-        if let Err(e) = client.run().await {
-            fail(e.to_string());
+            let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
         }
+        if !teardown.load(Ordering::SeqCst) {
+            return;
+        }
+        // Routes go with their addresses, but a gateway route may have
+        // none of its own.
+        for route in &routes {
+            if let Err(e) = net.del_route(link.index, route).await {
+                debug!(link = %link.name, "{e}");
+            }
+        }
+        for addr in &settings.addresses {
+            if let Err(e) = net.del_address(link.index, *addr).await {
+                debug!(link = %link.name, "{e}");
+            }
+        }
+        info!(link = %link.name, "configuration removed for new settings");
     }
 }

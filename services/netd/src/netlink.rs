@@ -6,15 +6,16 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
+use rtnetlink::packet_route::link::BondMode as NlBondMode;
 use rtnetlink::packet_route::link::{
     InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkLayerType, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::AsyncSocket;
-use rtnetlink::{Handle, LinkUnspec, LinkVlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBond, LinkUnspec, LinkVlan, RouteMessageBuilder};
 
-use crate::settings::{IpCidr, MacAddr};
+use crate::settings::{BondMode, IpCidr, MacAddr};
 
 /// A netlink request the kernel refused or that could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub struct Link {
     pub ethernet: bool,
     /// The virtual kind (`veth`, `vlan`, `bridge`…); `None` for hardware.
     pub kind: Option<InfoKind>,
+    /// The bond (or bridge) this link is enslaved to.
+    pub controller: Option<u32>,
 }
 
 impl Link {
@@ -55,8 +58,10 @@ impl Link {
         let mut name = None;
         let mut mac = None;
         let mut kind = None;
+        let mut controller = None;
         for attr in &msg.attributes {
             match attr {
+                LinkAttribute::Controller(c) if *c != 0 => controller = Some(*c),
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
                 LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
                 LinkAttribute::LinkInfo(infos) => {
@@ -78,6 +83,7 @@ impl Link {
             ethernet: msg.header.link_layer_type == LinkLayerType::Ether
                 && !flags.contains(LinkFlags::Loopback),
             kind,
+            controller,
         })
     }
 
@@ -103,6 +109,8 @@ pub struct Route {
     /// The preferred source address (DHCP routes use the leased one).
     pub source: Option<IpAddr>,
     pub dhcp: bool,
+    /// Lower wins; `None` is the kernel's default (0).
+    pub metric: Option<u32>,
 }
 
 /// RTMGRP_LINK: link creation, change and removal.
@@ -210,6 +218,61 @@ impl Net {
         }
     }
 
+    /// Creates a bond (MII link monitoring every 100 ms, so a member losing
+    /// carrier fails over); an existing link of that name is left as is.
+    pub async fn add_bond(&self, name: &str, mode: BondMode) -> Result<(), NetlinkError> {
+        let mode = match mode {
+            BondMode::ActiveBackup => NlBondMode::ActiveBackup,
+            BondMode::Lacp => NlBondMode::Ieee8023Ad,
+        };
+        match self
+            .handle
+            .link()
+            .add(LinkBond::new(name).mode(mode).miimon(100).build())
+            .execute()
+            .await
+            .map_err(err(format!("create bond {name} ({mode:?})")))
+        {
+            Err(e) if e.errno() == Some(nix::libc::EEXIST) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Enslaves a link to a bond: the kernel takes only members that are
+    /// down, and the bond raises them itself.
+    pub async fn enslave(&self, index: u32, bond: u32) -> Result<(), NetlinkError> {
+        let what = format!("enslave link {index} to bond {bond}");
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await
+            .map_err(err(what.clone()))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(bond).build())
+            .execute()
+            .await
+            .map_err(err(what.clone()))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(err(what))
+    }
+
+    /// Removes a link netd created (a VLAN, a bond); one already gone is not
+    /// an error.
+    pub async fn del_link(&self, index: u32) -> Result<(), NetlinkError> {
+        match self.handle.link().del(index).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == nix::libc::ENODEV => {
+                Ok(())
+            }
+            r => r.map_err(err(format!("remove link {index}"))),
+        }
+    }
+
     /// Adds or updates an address; `lifetime` (valid, preferred) makes the
     /// kernel drop it by itself if netd cannot.
     pub async fn add_address(
@@ -314,6 +377,9 @@ fn route_message(
             b = b.gateway(gw).map_err(invalid)?.onlink();
         }
         _ => b = b.scope(RouteScope::Link),
+    }
+    if let Some(metric) = route.metric {
+        b = b.priority(metric);
     }
     if let Some(src) = route.source {
         b = b.pref_source(src).map_err(invalid)?;

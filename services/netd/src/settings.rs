@@ -1,8 +1,8 @@
 //! netd's own settings: which links to configure and what each gets.
 //!
-//! The machine config will map onto these types; before any config exists
-//! they come from `ip=` on the kernel command line
-//! (`Documentation/admin-guide/nfs/nfsroot.rst`).
+//! They come from the stored machine config's `network` section
+//! (`from_config.rs`), or, before any config exists, from `ip=` on the kernel
+//! command line (`Documentation/admin-guide/nfs/nfsroot.rst`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,7 +14,9 @@ pub struct Settings {
     pub links: Vec<LinkSettings>,
     /// Static DNS servers and search domains, listed before DHCP's.
     pub dns: Dns,
-    /// Hostname asked for on the command line (applied by the identity phase).
+    /// Hostname from the machine config or `ip=`; it wins over DHCP option
+    /// 12. With neither, the identity phase's `kiln-<id>` stays unless a
+    /// lease names one.
     pub hostname: Option<String>,
     /// NTP servers from `ip=` (for timed).
     pub ntp_servers: Vec<Ipv4Addr>,
@@ -52,13 +54,50 @@ pub enum LinkSelector {
     /// The lowest-indexed Ethernet link (no virtual kind but veth) that has
     /// carrier and is not selected otherwise.
     FirstWithCarrier,
-    /// An 802.1Q link `name` with `id` on top of the `parent` link, created
-    /// by netd.
+    /// An 802.1Q link with `id` on top of the `parent` link, created by
+    /// netd, named `name` or else `<parent's name>.<id>` (see [`vlan_name`]).
     Vlan {
         parent: Box<LinkSelector>,
         id: u16,
-        name: String,
+        name: Option<String>,
     },
+    /// A bond `name` netd creates, with the links `members` select enslaved
+    /// as they appear.
+    Bond {
+        name: String,
+        mode: BondMode,
+        members: Vec<LinkSelector>,
+    },
+}
+
+/// The bonding modes netd sets up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BondMode {
+    ActiveBackup,
+    /// 802.3ad (LACP).
+    Lacp,
+}
+
+impl fmt::Display for BondMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ActiveBackup => "active-backup",
+            Self::Lacp => "802.3ad",
+        })
+    }
+}
+
+/// Kernel link names are at most 15 bytes (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// `<parent>.<id>`, the parent's name cut so the whole fits in a link name.
+pub fn vlan_name(parent: &str, id: u16) -> String {
+    let suffix = format!(".{id}");
+    let mut keep = IFNAME_MAX.saturating_sub(suffix.len()).min(parent.len());
+    while !parent.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &parent[..keep])
 }
 
 impl fmt::Display for LinkSelector {
@@ -67,7 +106,28 @@ impl fmt::Display for LinkSelector {
             Self::Name(n) => write!(f, "name {n}"),
             Self::Mac(m) => write!(f, "mac {m}"),
             Self::FirstWithCarrier => f.write_str("first with carrier"),
-            Self::Vlan { parent, id, name } => write!(f, "vlan {name} (id {id} on {parent})"),
+            Self::Vlan {
+                parent,
+                id,
+                name: Some(name),
+            } => write!(f, "vlan {name} (id {id} on {parent})"),
+            Self::Vlan {
+                parent,
+                id,
+                name: None,
+            } => write!(f, "vlan {id} on {parent}"),
+            Self::Bond {
+                name,
+                mode,
+                members,
+            } => {
+                write!(f, "bond {name} ({mode} of ")?;
+                for (i, m) in members.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{m}")?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }
@@ -182,6 +242,8 @@ impl FromStr for IpCidr {
 pub struct RouteSettings {
     pub destination: IpCidr,
     pub gateway: Option<IpAddr>,
+    /// Lower wins; `None` is the kernel's default (0).
+    pub metric: Option<u32>,
 }
 
 /// Name servers and search domains.
@@ -315,6 +377,7 @@ impl Settings {
                         prefix: 0,
                     },
                     gateway: Some(gw.into()),
+                    metric: None,
                 });
             }
         }
@@ -457,7 +520,8 @@ mod tests {
             link.routes,
             vec![RouteSettings {
                 destination: cidr("0.0.0.0/0"),
-                gateway: Some("10.1.2.254".parse().unwrap())
+                gateway: Some("10.1.2.254".parse().unwrap()),
+                metric: None,
             }]
         );
         assert_eq!(

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::daemon::Options;
 use crate::dhcp::Lease;
 use crate::netlink::Route;
 use crate::settings::{Dns, IpCidr, MacAddr, Settings};
@@ -17,6 +18,12 @@ use crate::settings::{Dns, IpCidr, MacAddr, Settings};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub links: Vec<LinkStatus>,
+    /// The kernel's hostname once netd set it (from the settings or a
+    /// lease's option 12).
+    pub hostname: Option<String>,
+    /// Why the stored machine config is not in use (netd then runs on the
+    /// kernel command line's settings), naming the field.
+    pub problem: Option<String>,
 }
 
 impl Status {
@@ -165,50 +172,73 @@ struct Inner {
     ntp: Vec<std::net::Ipv4Addr>,
     ntp_servers: PathBuf,
     ntp_written: std::sync::Mutex<Option<String>>,
+    /// From the settings; wins over leases'. Changes without re-applying
+    /// the links (`set_hostname`).
+    hostname: std::sync::Mutex<Option<String>>,
+    hosts: PathBuf,
+    hosts_written: std::sync::Mutex<Option<String>>,
 }
 
 impl Reporter {
-    pub fn new(
-        status: watch::Sender<Status>,
-        settings: &Settings,
-        resolv_conf: PathBuf,
-        ntp_servers: PathBuf,
-    ) -> Self {
-        status.send_replace(Status {
-            links: settings
+    /// Starts a fresh status for `settings` (keeping `problem`, which is
+    /// the caller's).
+    pub fn new(status: watch::Sender<Status>, settings: &Settings, options: &Options) -> Self {
+        status.send_modify(|s| {
+            s.links = settings
                 .links
                 .iter()
                 .map(|l| LinkStatus::waiting(l.select.to_string()))
-                .collect(),
+                .collect();
         });
         Reporter {
             inner: Arc::new(Inner {
                 status,
                 dns: settings.dns.clone(),
-                resolv_conf,
+                resolv_conf: options.resolv_conf.clone(),
                 written: std::sync::Mutex::new(None),
                 ntp: settings.ntp_servers.clone(),
-                ntp_servers,
+                ntp_servers: options.ntp_servers.clone(),
                 ntp_written: std::sync::Mutex::new(None),
+                hostname: std::sync::Mutex::new(settings.hostname.clone()),
+                hosts: options.hosts.clone(),
+                hosts_written: std::sync::Mutex::new(None),
             }),
         }
     }
 
-    /// Changes link `slot`'s status; rewrites resolv.conf and the NTP list
-    /// if they changed.
+    /// Writes resolv.conf, the NTP list, the hostname and hosts as they
+    /// stand.
+    pub fn write_files(&self) {
+        let mut next = self.inner.status.borrow().clone();
+        self.write_files_for(&mut next);
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.hostname != next.hostname;
+            s.hostname = next.hostname.take();
+            changed
+        });
+    }
+
+    /// The files `status` implies; records the kernel's hostname in it.
+    fn write_files_for(&self, status: &mut Status) {
+        self.write_resolv(status);
+        self.write_ntp(status);
+        status.hostname = self.write_host(status);
+    }
+
+    /// Changes link `slot`'s status and rewrites the files that depend on
+    /// it, before watchers see the change (so they find the files in line).
     pub fn update(&self, slot: usize, f: impl FnOnce(&mut LinkStatus)) {
-        self.inner
-            .status
-            .send_if_modified(|s| match s.links.get_mut(slot) {
-                Some(link) => {
-                    let before = link.clone();
-                    f(link);
-                    *link != before
-                }
-                None => false,
-            });
-        self.write_resolv();
-        self.write_ntp();
+        let mut next = self.inner.status.borrow().clone();
+        let Some(link) = next.links.get_mut(slot) else {
+            return;
+        };
+        f(link);
+        self.write_files_for(&mut next);
+        self.inner.status.send_if_modified(|s| {
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
     }
 
     /// Records an error on a link and logs it.
@@ -218,31 +248,60 @@ impl Reporter {
     }
 
     /// Static servers first, then each lease's, in link order.
-    pub fn write_resolv(&self) {
-        let (servers, search) = {
-            let status = self.inner.status.borrow();
-            let mut servers = self.inner.dns.servers.clone();
-            let mut search = self.inner.dns.search.clone();
-            for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
-                servers.extend(lease.dns.iter().map(|d| IpAddr::V4(*d)));
-                search.extend(lease.search.iter().cloned());
-            }
-            (servers, search)
-        };
+    fn write_resolv(&self, status: &Status) {
+        let mut servers = self.inner.dns.servers.clone();
+        let mut search = self.inner.dns.search.clone();
+        for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
+            servers.extend(lease.dns.iter().map(|d| IpAddr::V4(*d)));
+            search.extend(lease.search.iter().cloned());
+        }
         let content = crate::resolv::render(&servers, &search);
         write_if_changed(&self.inner.resolv_conf, &self.inner.written, content);
     }
 
-    /// `ip=`'s NTP server first, then each lease's option 42, in link order.
-    pub fn write_ntp(&self) {
-        let servers = {
-            let status = self.inner.status.borrow();
-            let mut servers = self.inner.ntp.clone();
-            for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
-                servers.extend(&lease.ntp);
+    /// A new configured hostname (`None`: the leases' again).
+    pub fn set_hostname(&self, hostname: Option<String>) {
+        if let Ok(mut h) = self.inner.hostname.lock() {
+            *h = hostname;
+        }
+        self.write_files();
+    }
+
+    /// Sets the hostname (the settings', else the first lease's option 12)
+    /// when it changed, and writes hosts with it and the node's address;
+    /// returns the kernel's hostname.
+    fn write_host(&self, status: &Status) -> Option<String> {
+        let configured = self.inner.hostname.lock().ok().and_then(|h| h.clone());
+        let wanted = configured.or_else(|| {
+            status
+                .links
+                .iter()
+                .filter_map(|l| l.lease.as_ref())
+                .find_map(|l| l.hostname.clone())
+        });
+        if let Some(name) = wanted {
+            let current = nix::unistd::gethostname().ok();
+            if current.as_ref().and_then(|c| c.to_str()) != Some(name.as_str()) {
+                match nix::unistd::sethostname(&name) {
+                    Ok(()) => tracing::info!(hostname = %name, "hostname set"),
+                    Err(e) => tracing::warn!(hostname = %name, "cannot set the hostname: {e}"),
+                }
             }
-            servers
-        };
+        }
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())?;
+        let content = crate::hosts::render(&hostname, crate::hosts::node_address(status));
+        write_if_changed(&self.inner.hosts, &self.inner.hosts_written, content);
+        Some(hostname)
+    }
+
+    /// `ip=`'s NTP server first, then each lease's option 42, in link order.
+    fn write_ntp(&self, status: &Status) {
+        let mut servers = self.inner.ntp.clone();
+        for lease in status.links.iter().filter_map(|l| l.lease.as_ref()) {
+            servers.extend(&lease.ntp);
+        }
         let content = crate::ntp::render(&servers);
         write_if_changed(&self.inner.ntp_servers, &self.inner.ntp_written, content);
     }
@@ -295,7 +354,13 @@ mod tests {
     #[test]
     fn readiness() {
         assert!(!Status::default().ready());
-        let ready = |links| Status { links }.ready();
+        let ready = |links| {
+            Status {
+                links,
+                ..Status::default()
+            }
+            .ready()
+        };
         assert!(ready(vec![link(&["10.0.0.2/24"], true)]));
         assert!(!ready(vec![link(&["10.0.0.2/24"], false)]));
         assert!(!ready(vec![link(&[], true)]));

@@ -345,7 +345,7 @@ fn dhcp_over_a_vlan_netd_creates() {
     let mut vlan = LinkSettings::new(LinkSelector::Vlan {
         parent: Box::new(LinkSelector::Name(c.clone())),
         id: 42,
-        name: cv.clone(),
+        name: Some(cv.clone()),
     });
     vlan.dhcp4 = true;
     let settings = Settings {

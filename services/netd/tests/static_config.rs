@@ -76,10 +76,12 @@ fn typed_settings_by_mac_with_ipv6_routes_and_mtu() {
         RouteSettings {
             destination: cidr("::/0"),
             gateway: Some(v6_gw.parse().unwrap()),
+            metric: None,
         },
         RouteSettings {
             destination: cidr("172.31.0.0/16"),
             gateway: None,
+            metric: None,
         },
     ];
     link.mtu = Some(1280);

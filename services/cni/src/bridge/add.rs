@@ -56,8 +56,10 @@ async fn wire(
     ipam_result: &mut CniResult,
 ) -> Result<CniResult> {
     sysctl::ensure(sysctl::IPV4_FORWARD, "1")?;
+    sysctl::ensure_if_present(sysctl::BRIDGE_NF_IPTABLES, "1")?;
     if ipam_result.ips.iter().any(|ip| ip.address.addr().is_ipv6()) {
         sysctl::ensure(sysctl::IPV6_FORWARD, "1")?;
+        sysctl::ensure_if_present(sysctl::BRIDGE_NF_IP6TABLES, "1")?;
     }
 
     let br = host.ensure_bridge(&bc.bridge, bc.mtu).await?;

@@ -22,6 +22,7 @@ pub struct PluginSet {
     pub name: &'static str,
     pub bridge: PathBuf,
     pub loopback: PathBuf,
+    pub portmap: PathBuf,
     pub ipam_type: &'static str,
     /// Whether the set speaks CNI 1.1 (STATUS, GC); Debian's 1.1.1 does not.
     pub spec_1_1: bool,
@@ -46,13 +47,19 @@ impl PluginSet {
     pub fn kiln(bin: &Path) -> PluginSet {
         let dir = std::env::temp_dir().join(unique("bin"));
         std::fs::create_dir_all(&dir).expect("create plugin dir");
-        for name in ["kiln-bridge", "kiln-host-local", "kiln-loopback"] {
+        for name in [
+            "kiln-bridge",
+            "kiln-host-local",
+            "kiln-loopback",
+            "kiln-portmap",
+        ] {
             symlink(bin, dir.join(name)).expect("symlink plugin");
         }
         PluginSet {
             name: "kiln",
             bridge: dir.join("kiln-bridge"),
             loopback: dir.join("kiln-loopback"),
+            portmap: dir.join("kiln-portmap"),
             ipam_type: "kiln-host-local",
             spec_1_1: true,
             cleans_up_failed_add: true,
@@ -71,6 +78,7 @@ impl PluginSet {
             name: "reference",
             bridge: dir.join("bridge"),
             loopback: dir.join("loopback"),
+            portmap: dir.join("portmap"),
             ipam_type: "host-local",
             spec_1_1: false,
             cleans_up_failed_add: false,
@@ -182,6 +190,8 @@ impl Lab {
     ) -> Outcome {
         let mut cmd = Command::new(plugin);
         cmd.env_clear()
+            // The reference portmap runs iptables.
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container)
             .env("CNI_IFNAME", ifname)

@@ -169,6 +169,7 @@ impl Lease {
                 gateway: (!gateway.is_unspecified()).then_some(IpAddr::V4(*gateway)),
                 source: Some(self.address.addr()),
                 dhcp: true,
+                metric: None,
             })
             .collect()
     }

@@ -136,6 +136,18 @@ impl TestNet {
     pub fn ntp_servers(&self) -> PathBuf {
         self.dir.path().join("ntp-servers")
     }
+
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.path().join("hosts")
+    }
+
+    pub fn options(&self) -> Options {
+        Options {
+            resolv_conf: self.resolv_conf(),
+            ntp_servers: self.ntp_servers(),
+            hosts: self.hosts(),
+        }
+    }
 }
 
 /// Debian's dnsmasq as DHCP server in the server namespace; killed on drop.
@@ -208,7 +220,9 @@ impl Drop for Dnsmasq {
 }
 
 /// netd's library serving `settings` inside the client namespace, on its
-/// own thread (setns only moves the calling thread); stopped on drop.
+/// own thread (setns only moves the calling thread), with its own UTS
+/// namespace (netd sets the hostname; the host's must stay); stopped on
+/// drop.
 pub struct Netd {
     pub status: watch::Receiver<Status>,
     shutdown: watch::Sender<bool>,
@@ -217,6 +231,40 @@ pub struct Netd {
 
 impl Netd {
     pub fn start(net: &TestNet, settings: Settings) -> Netd {
+        let options = net.options();
+        Self::start_with(net, move |status_tx, shutdown_rx| {
+            Box::pin(kiln_netd::serve(settings, options, status_tx, shutdown_rx))
+        })
+    }
+
+    /// netd following a stored machine config at `config`, with `cmdline`
+    /// as the kernel command line.
+    pub fn start_config(net: &TestNet, config: PathBuf, cmdline: &str) -> Netd {
+        let options = net.options();
+        let source = kiln_netd::Source {
+            config,
+            cmdline: cmdline.to_string(),
+        };
+        Self::start_with(net, move |status_tx, shutdown_rx| {
+            Box::pin(kiln_netd::serve_config(
+                source,
+                options,
+                status_tx,
+                shutdown_rx,
+            ))
+        })
+    }
+
+    fn start_with(
+        net: &TestNet,
+        serve: impl FnOnce(
+                watch::Sender<Status>,
+                watch::Receiver<bool>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), kiln_netd::Error>>>,
+            > + Send
+            + 'static,
+    ) -> Netd {
         // netd's log in the test output (shown for failing tests).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -225,18 +273,16 @@ impl Netd {
         let ns = File::open(format!("/run/netns/{}", net.client.name)).expect("netns file");
         let (status_tx, status) = watch::channel(Status::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let options = Options {
-            resolv_conf: net.resolv_conf(),
-            ntp_servers: net.ntp_servers(),
-        };
         let thread = std::thread::spawn(move || {
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("setns: {e}"))?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+                .map_err(|e| format!("unshare UTS: {e}"))?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(kiln_netd::serve(settings, options, status_tx, shutdown_rx))
+            rt.block_on(serve(status_tx, shutdown_rx))
                 .map_err(|e| e.to_string())
         });
         Netd {
