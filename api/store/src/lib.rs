@@ -6,6 +6,15 @@
 //! apid writes it; services that follow the config (timed) read it through
 //! [`ConfigStore::on_node`], so the node's choice of directory is made in
 //! one place.
+//!
+//! Next to it, two records that outlive apid and a reboot:
+//! - [`try_apply`]: a config applied in try mode and not yet confirmed (the
+//!   previous config and the deadline), so an unconfirmed try is undone
+//!   after an apid restart or a reboot;
+//! - [`reset`]: a reset asked for, carried out by PID 1 at the next boot.
+
+pub mod reset;
+pub mod try_apply;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,6 +34,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("removing {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
 }
 
 /// Where a node keeps its config: STATE when the node has a disk, else
@@ -34,6 +50,7 @@ pub const RUN_DIR: &str = "/run/kiln/state";
 
 /// Where the node's config lives.
 pub struct ConfigStore {
+    dir: PathBuf,
     path: PathBuf,
 }
 
@@ -60,6 +77,7 @@ impl ConfigStore {
     /// The config file `config.yaml` in `dir` (created on first save).
     pub fn new(dir: &Path) -> ConfigStore {
         ConfigStore {
+            dir: dir.to_path_buf(),
             path: dir.join("config.yaml"),
         }
     }
@@ -68,36 +86,71 @@ impl ConfigStore {
         &self.path
     }
 
+    /// The directory the config and its records are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The stored config, or `None` if the node has none yet.
     pub fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        match std::fs::read(&self.path) {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Read {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        read_optional(&self.path)
     }
 
     /// Replaces the stored config with `data`, atomically and durably.
     pub fn save(&self, data: &[u8]) -> Result<(), StoreError> {
-        let err = |source| StoreError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let mut file = atomic_write_file::OpenOptions::new()
-            .preserve_mode(false)
-            .preserve_owner(false)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(err)?;
-        file.write_all(data).map_err(err)?;
-        file.commit().map_err(err)
+        write_durably(&self.path, data)
     }
+}
+
+/// A file's bytes, or `None` if it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Replaces `path` with `data` (mode 0600): temp file, fsync, rename, fsync
+/// of the directory.
+fn write_durably(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut file = atomic_write_file::OpenOptions::new()
+        .preserve_mode(false)
+        .preserve_owner(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(data).map_err(err)?;
+    file.commit().map_err(err)
+}
+
+/// Removes `path` if it exists, durably (fsync of the directory). Whether
+/// it existed.
+fn remove_durably(path: &Path) -> Result<bool, StoreError> {
+    let err = |source| StoreError::Remove {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(err(e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
+    Ok(true)
 }
 
 /// Whether `path` is a mount point (a different device from its parent).

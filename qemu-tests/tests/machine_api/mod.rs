@@ -275,5 +275,6 @@ fn apply(data: Vec<u8>) -> ApplyConfigurationRequest {
         data,
         mode: ApplyMode::Auto as i32,
         dry_run: false,
+        try_timeout_seconds: 0,
     }
 }

@@ -10,9 +10,11 @@ use kiln_pki::Role;
 pub enum Call {
     Version,
     ApplyConfiguration,
+    ConfirmConfiguration,
     GetConfiguration,
     Reboot,
     Shutdown,
+    Reset,
     Logs,
     Dmesg,
     ServiceList,
@@ -38,7 +40,7 @@ impl Call {
             | Call::ServiceStart
             | Call::ServiceStop
             | Call::ServiceRestart => Role::Operator,
-            Call::ApplyConfiguration => Role::Admin,
+            Call::ApplyConfiguration | Call::ConfirmConfiguration | Call::Reset => Role::Admin,
         }
     }
 
