@@ -99,9 +99,11 @@ mod tests {
 
     /// The table as the README states it: every call, its least role, and
     /// whether maintenance mode serves it.
-    const TABLE: [(Call, Role, bool); 13] = [
+    const TABLE: [(Call, Role, bool); 15] = [
         (Call::Version, Role::Reader, true),
         (Call::ApplyConfiguration, Role::Admin, true),
+        (Call::ConfirmConfiguration, Role::Admin, false),
+        (Call::Reset, Role::Admin, false),
         (Call::GetConfiguration, Role::Reader, false),
         (Call::Reboot, Role::Operator, false),
         (Call::Shutdown, Role::Operator, false),
