@@ -20,8 +20,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use atomic_write_file::unix::OpenOptionsExt as _;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("reading {path}: {source}")]
@@ -116,22 +114,47 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
 
 /// Replaces `path` with `data` (mode 0600): temp file, fsync, rename, fsync
 /// of the directory.
+///
+/// The temporary name is fixed (`.NAME.tmp`), not random: PID 1 writes here
+/// in the disks phase, before the kernel's random pool is ready (a random
+/// name would block in getrandom), and there is one writer at a time (apid
+/// serialises its writes; PID 1 writes before apid starts).
 fn write_durably(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
     let err = |source| StoreError::Write {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no file name",
+            ))
+        })?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        // One left by a power cut keeps its mode: make sure.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+        file.write_all(data).map_err(err)?;
+        file.sync_all().map_err(err)?;
     }
-    let mut file = atomic_write_file::OpenOptions::new()
-        .preserve_mode(false)
-        .preserve_owner(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    file.write_all(data).map_err(err)?;
-    file.commit().map_err(err)
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
 }
 
 /// Removes `path` if it exists, durably (fsync of the directory). Whether
@@ -189,6 +212,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config.yaml")]);
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_power_cut_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".config.yaml.tmp");
+        std::fs::write(&tmp, "half a config that never got renamed").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = ConfigStore::new(dir.path());
+        store.save(b"whole").unwrap();
+        assert_eq!(store.load().unwrap().as_deref(), Some(&b"whole"[..]));
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!tmp.exists());
     }
 
     #[test]
