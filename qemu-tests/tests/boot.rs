@@ -22,7 +22,9 @@
 //! the disk twice more: the third boot comes back with the config from
 //! before the pending try, shows its boot phases in Events and is reset
 //! with --wipe-state; the fourth finds EPHEMERAL and STATE wiped (boot
-//! count 1, a new machine id) and the node in maintenance mode.
+//! count 1, a new machine id) and the node in maintenance mode, takes a
+//! config and loses power right after the answer; the fifth boots with
+//! that config, whole.
 //!
 //! 3. The PXE set booted directly (`-kernel/-initrd/-append`) with no disk:
 //!    the same services with /var on tmpfs; a hot-plugged device gets its
@@ -308,9 +310,11 @@ fn disk_boot_twice(arch: Arch) {
     }
 }
 
-/// Third and fourth boots of x86_64's disk: the try left pending is undone
+/// Third to fifth boots of x86_64's disk: the try left pending is undone
 /// at boot; a reset with --wipe-state brings the node back in maintenance
-/// mode with EPHEMERAL and STATE emptied. `id` is the machine id so far.
+/// mode with EPHEMERAL and STATE emptied; a config answered just before a
+/// power cut is there, whole, at the next boot. `id` is the machine id so
+/// far.
 fn revert_then_reset(disk: &Path, cluster: &machine_api::TestCluster, before_try: &str, id: &str) {
     let rt = machine_api::runtime();
     let api_port = free_loopback_port().unwrap();
@@ -355,6 +359,24 @@ fn revert_then_reset(disk: &Path, cluster: &machine_api::TestCluster, before_try
         api_port,
         &fingerprint,
         Arch::X86_64.name(),
+    ));
+
+    // A power cut (QEMU quits, the guest gets no say) right after an
+    // answered ApplyConfiguration: the answer means the config is on STATE,
+    // whole, and the node boots with it.
+    rt.block_on(machine_api::apply_first(api_port, &fingerprint, cluster));
+    m.quit().expect("QMP quit");
+    drop(m);
+    let api_port = free_loopback_port().unwrap();
+    let fifth = MachineConfig::new(Arch::X86_64, Boot::Uefi)
+        .disk(disk)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(fifth).unwrap();
+    expect_boot(&mut m);
+    rt.block_on(machine_api::configured_with(
+        api_port,
+        cluster,
+        &cluster.config,
     ));
     power_off(&mut m, true);
 }

@@ -383,6 +383,26 @@ pub async fn reverted_at_boot(port: u16, cluster: &TestCluster, expected: &str, 
     assert_eq!(seen, phases);
 }
 
+/// A node in maintenance mode takes `cluster.config` (answered).
+pub async fn apply_first(port: u16, fingerprint: &str, cluster: &TestCluster) {
+    let mut c = reach(port, || Trust::Maintenance {
+        fingerprint: Some(fingerprint.to_string()),
+    })
+    .await;
+    c.apply_configuration(apply(cluster.config.clone().into_bytes()))
+        .await
+        .unwrap();
+}
+
+/// The node is configured with exactly `config`.
+pub async fn configured_with(port: u16, cluster: &TestCluster, config: &str) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let v = a.version(VersionRequest {}).await.unwrap().into_inner();
+    assert_eq!(v.mode, Mode::Configured as i32);
+    assert_eq!(stored(&mut a).await, config);
+}
+
 /// Reset with --wipe-state: answered, then the node reboots.
 pub async fn reset(port: u16, cluster: &TestCluster) {
     let admin = cluster.client(Role::Admin);
