@@ -24,7 +24,8 @@
 //! with --wipe-state; the fourth finds EPHEMERAL and STATE wiped (boot
 //! count 1, a new machine id) and the node in maintenance mode, takes a
 //! config and loses power right after the answer; the fifth boots with
-//! that config, whole.
+//! that config, whole, and loses power while applying another; the sixth
+//! boots with the old config or the new one, whole.
 //!
 //! 3. The PXE set booted directly (`-kernel/-initrd/-append`) with no disk:
 //!    the same services with /var on tmpfs; a hot-plugged device gets its
@@ -377,6 +378,30 @@ fn revert_then_reset(disk: &Path, cluster: &machine_api::TestCluster, before_try
         api_port,
         cluster,
         &cluster.config,
+    ));
+
+    // A power cut while ApplyConfiguration runs: the sixth boot finds the
+    // old config or the new one, whole.
+    let new = machine_api::with_hostname(&cluster.config, "node-1", "node-cut");
+    rt.block_on(machine_api::apply_then_power_cut(
+        api_port,
+        cluster,
+        &new,
+        m.pid(),
+        Duration::from_millis(20),
+    ));
+    m.wait_exit(STEP).expect("QEMU killed");
+    drop(m);
+    let api_port = free_loopback_port().unwrap();
+    let sixth = MachineConfig::new(Arch::X86_64, Boot::Uefi)
+        .disk(disk)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(sixth).unwrap();
+    expect_boot(&mut m);
+    rt.block_on(machine_api::configured_with_one_of(
+        api_port,
+        cluster,
+        &[&cluster.config, &new],
     ));
     power_off(&mut m, true);
 }

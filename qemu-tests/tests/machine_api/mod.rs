@@ -403,6 +403,48 @@ pub async fn configured_with(port: u16, cluster: &TestCluster, config: &str) {
     assert_eq!(stored(&mut a).await, config);
 }
 
+/// Sends `config` (staged) and, `after` the request went out, kills QEMU
+/// (`qemu_pid`) with SIGKILL: a power cut in the middle of
+/// ApplyConfiguration. Whatever answer (or none) the call gets is moot.
+pub async fn apply_then_power_cut(
+    port: u16,
+    cluster: &TestCluster,
+    config: &str,
+    qemu_pid: u32,
+    after: Duration,
+) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let request = ApplyConfigurationRequest {
+        data: config.as_bytes().to_vec(),
+        mode: ApplyMode::Staged as i32,
+        dry_run: false,
+        try_timeout_seconds: 0,
+    };
+    let call = a.apply_configuration(request);
+    let cut = async {
+        tokio::time::sleep(after).await;
+        let pid = i32::try_from(qemu_pid).unwrap();
+        // SAFETY: kill(2) on QEMU's pid, a child of this process that has
+        // not been reaped (the Machine still owns it).
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill QEMU");
+    };
+    let (_, ()) = tokio::join!(call, cut);
+}
+
+/// After a power cut during an apply: the node is configured with one of
+/// `configs`, whole.
+pub async fn configured_with_one_of(port: u16, cluster: &TestCluster, configs: &[&str]) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let now = stored(&mut a).await;
+    assert!(
+        configs.contains(&now.as_str()),
+        "neither the old nor the new config:\n{now}"
+    );
+}
+
 /// Reset with --wipe-state: answered, then the node reboots.
 pub async fn reset(port: u16, cluster: &TestCluster) {
     let admin = cluster.client(Role::Admin);
