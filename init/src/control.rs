@@ -1,7 +1,9 @@
 //! PID 1's control channel: the `kiln.init.v1.Init` gRPC service on a unix
 //! socket (`/run/kiln/init.sock`), through which apid — a separate process,
 //! which never shares PID 1's memory — lists, starts, stops and restarts
-//! services and follows their state changes for the machine API.
+//! services and follows their state changes for the machine API. Its event
+//! stream starts with this boot's phases, so `kilnctl events` shows how the
+//! boot went next to what the services did.
 //!
 //! Only root may connect: the socket is 0600 and each peer's uid is checked
 //! (SO_PEERCRED). Nothing a client does can stall or crash PID 1: the server
@@ -18,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_api_proto::init::v1::init_server::{Init, InitServer};
 use kiln_api_proto::v1::{
-    EventsRequest, ServiceEvent, ServiceListRequest, ServiceListResponse, ServiceRequest,
-    ServiceResponse, ServiceState, ServiceStatus,
+    event, BootPhase, Event as ApiEvent, EventsRequest, ServiceEvent, ServiceListRequest,
+    ServiceListResponse, ServiceRequest, ServiceResponse, ServiceState, ServiceStatus,
 };
 use kiln_supervisor::{Error as SupervisorError, Event, State, Supervisor};
 use tokio::net::{UnixListener, UnixStream};
@@ -63,10 +65,11 @@ pub enum ControlError {
 /// Starts the control channel on `socket` as a task of the current runtime;
 /// a failure is logged, never fatal. `caller` is the id of the service that
 /// calls through it (apid): it may not be stopped through the channel.
-pub fn spawn(supervisor: Supervisor, socket: PathBuf, caller: &str) {
+/// `phases` are this boot's, sent first on every event stream.
+pub fn spawn(supervisor: Supervisor, socket: PathBuf, caller: &str, phases: Vec<BootPhase>) {
     let caller = caller.to_string();
     tokio::spawn(async move {
-        if let Err(e) = serve(supervisor, &socket, &caller).await {
+        if let Err(e) = serve(supervisor, &socket, &caller, phases).await {
             error!("control channel: {e}; the machine API cannot manage services");
         }
     });
@@ -77,6 +80,7 @@ pub async fn serve(
     supervisor: Supervisor,
     socket: &Path,
     caller: &str,
+    phases: Vec<BootPhase>,
 ) -> Result<(), ControlError> {
     let listener = bind(socket)?;
     info!(socket = %socket.display(), "control channel listening");
@@ -85,6 +89,7 @@ pub async fn serve(
     let control = Control {
         supervisor,
         caller: caller.to_string(),
+        phases: phases.into(),
     };
     Server::builder()
         .concurrency_limit_per_connection(32)
@@ -147,6 +152,8 @@ struct Control {
     supervisor: Supervisor,
     /// The service on the other end of the channel.
     caller: String,
+    /// This boot's phases, as events.
+    phases: std::sync::Arc<[BootPhase]>,
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -210,7 +217,7 @@ impl Init for Control {
         self.answer(&id)
     }
 
-    type EventsStream = Streamed<ServiceEvent>;
+    type EventsStream = Streamed<ApiEvent>;
 
     async fn events(
         &self,
@@ -218,16 +225,20 @@ impl Init for Control {
     ) -> Result<Response<Self::EventsStream>, Status> {
         let follow = request.into_inner().follow;
         let (states, mut changes) = self.supervisor.watch();
+        let phases = self.phases.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
-            for st in &states {
-                let current = ServiceEvent {
+            let phases = phases.iter().cloned().map(event::Event::BootPhase);
+            let current = states.iter().map(|st| {
+                event::Event::Service(ServiceEvent {
                     service: st.id.clone(),
                     state: state(st.state) as i32,
                     message: st.message.clone(),
                     at_unix_ms: unix_ms(st.since),
-                };
-                if tx.send(Ok(current)).await.is_err() {
+                })
+            });
+            for e in phases.chain(current) {
+                if tx.send(Ok(ApiEvent { event: Some(e) })).await.is_err() {
                     return;
                 }
             }
@@ -289,12 +300,14 @@ fn status(st: &kiln_supervisor::ServiceStatus) -> ServiceStatus {
     }
 }
 
-fn event(e: &Event) -> ServiceEvent {
-    ServiceEvent {
-        service: e.service.clone(),
-        state: state(e.state) as i32,
-        message: e.message.clone(),
-        at_unix_ms: unix_ms(e.at),
+fn event(e: &Event) -> ApiEvent {
+    ApiEvent {
+        event: Some(event::Event::Service(ServiceEvent {
+            service: e.service.clone(),
+            state: state(e.state) as i32,
+            message: e.message.clone(),
+            at_unix_ms: unix_ms(e.at),
+        })),
     }
 }
 
@@ -314,7 +327,7 @@ fn state(s: State) -> ServiceState {
 
 /// Milliseconds since the Unix epoch; negative before it (an unset clock
 /// cannot be before 1970, but the type allows it).
-fn unix_ms(t: SystemTime) -> i64 {
+pub fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),

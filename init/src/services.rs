@@ -72,6 +72,7 @@ pub async fn start(boot: &Boot, reaper: Reaper) -> Option<Supervisor> {
         supervisor.clone(),
         PathBuf::from(kiln_api_proto::init::SOCKET),
         API_SERVICE,
+        boot.phases.clone(),
     );
     let mut events = supervisor.subscribe();
     tokio::spawn(async move {

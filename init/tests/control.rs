@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use kiln_api_proto::init::v1::init_client::InitClient;
 use kiln_api_proto::v1::{
-    EventsRequest, ServiceEvent, ServiceListRequest, ServiceRequest, ServiceState, ServiceStatus,
+    event, BootPhase, Event, EventsRequest, ServiceEvent, ServiceListRequest, ServiceRequest,
+    ServiceState, ServiceStatus,
 };
 use kiln_supervisor::reaper::{self, Reaper};
 use kiln_supervisor::{ServiceSpec, Supervisor, SupervisorConfig};
@@ -40,17 +41,26 @@ async fn healthy(c: &mut InitClient<Channel>, n: usize) -> Vec<ServiceStatus> {
     }
 }
 
-async fn next(events: &mut tonic::Streaming<ServiceEvent>) -> ServiceEvent {
+async fn next_event(events: &mut tonic::Streaming<Event>) -> event::Event {
     tokio::time::timeout(LIMIT, events.message())
         .await
         .expect("an event in time")
         .expect("no stream error")
         .expect("stream open")
+        .event
+        .expect("an event of a known kind")
+}
+
+async fn next(events: &mut tonic::Streaming<Event>) -> ServiceEvent {
+    match next_event(events).await {
+        event::Event::Service(e) => e,
+        other => panic!("expected a service event, got {other:?}"),
+    }
 }
 
 /// Reads events until `service` reaches `state`; returns its states seen.
 async fn until_state(
-    events: &mut tonic::Streaming<ServiceEvent>,
+    events: &mut tonic::Streaming<Event>,
     service: &str,
     state: ServiceState,
 ) -> Vec<ServiceState> {
@@ -84,7 +94,21 @@ async fn services_through_the_control_socket() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("run/init.sock");
-    kiln_init::control::spawn(supervisor.clone(), socket.clone(), "api");
+    let phases = vec![
+        BootPhase {
+            phase: "early-mounts".into(),
+            duration_ms: 3,
+            error: String::new(),
+            at_unix_ms: 1,
+        },
+        BootPhase {
+            phase: "disks".into(),
+            duration_ms: 40,
+            error: "no disk".into(),
+            at_unix_ms: 2,
+        },
+    ];
+    kiln_init::control::spawn(supervisor.clone(), socket.clone(), "api", phases.clone());
     let mut c = kiln_api_client::init_client(&socket);
     let list = healthy(&mut c, 2).await;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
@@ -93,12 +117,19 @@ async fn services_through_the_control_socket() {
     assert!(worker.pid > 0 && worker.since_unix_ms > 0, "{worker:?}");
     assert_eq!((worker.restarts, worker.last_exit.as_str()), (0, ""));
 
-    // The stream starts with every current state, then follows.
+    // The stream starts with the boot's phases, then every current state,
+    // then follows.
     let mut events = c
         .events(EventsRequest { follow: true })
         .await
         .unwrap()
         .into_inner();
+    for phase in phases {
+        assert_eq!(
+            next_event(&mut events).await,
+            event::Event::BootPhase(phase)
+        );
+    }
     let mut current = [next(&mut events).await, next(&mut events).await];
     current.sort_by(|a, b| a.service.cmp(&b.service));
     let shown: Vec<(&str, ServiceState)> = current
@@ -157,7 +188,7 @@ async fn services_through_the_control_socket() {
     until_state(&mut events, "api", ServiceState::Healthy).await;
     assert_ne!(pid(&healthy(&mut c, 2).await, "api"), pid(&list, "api"));
 
-    // Without follow the stream ends after the current states.
+    // Without follow the stream ends after the phases and current states.
     let mut once = c
         .events(EventsRequest { follow: false })
         .await
@@ -167,7 +198,7 @@ async fn services_through_the_control_socket() {
     while once.message().await.unwrap().is_some() {
         n += 1;
     }
-    assert_eq!(n, 2);
+    assert_eq!(n, 2 + 2);
     supervisor.shutdown(LIMIT).await;
 }
 
@@ -180,7 +211,7 @@ async fn misbehaving_clients_do_not_block_others() {
     let socket = dir.path().join("init.sock");
     // A stale file where the socket goes is replaced.
     std::fs::write(&socket, "stale").unwrap();
-    kiln_init::control::spawn(supervisor.clone(), socket.clone(), "apid");
+    kiln_init::control::spawn(supervisor.clone(), socket.clone(), "apid", vec![]);
     let mut c = kiln_api_client::init_client(&socket);
     healthy(&mut c, 1).await;
 

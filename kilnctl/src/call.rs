@@ -11,9 +11,10 @@ use anyhow::{bail, Context as _, Result};
 use futures_util::future::join_all;
 use kiln_api_client::{connect, Trust};
 use kiln_api_proto::v1::{
-    event, ApplyConfigurationRequest, ApplyMode, DmesgRequest, EventsRequest,
-    GetConfigurationRequest, LogsRequest, Mode, RebootRequest, ServiceListRequest, ServiceRequest,
-    ServiceState, ServiceStatus, ShutdownRequest, StatsRequest, VersionRequest,
+    event, ApplyConfigurationRequest, ApplyMode, ConfirmConfigurationRequest, DmesgRequest,
+    EventsRequest, GetConfigurationRequest, LogsRequest, Mode, RebootRequest, ResetRequest,
+    ServiceListRequest, ServiceRequest, ServiceState, ServiceStatus, ShutdownRequest, StatsRequest,
+    VersionRequest,
 };
 use serde_json::json;
 
@@ -147,9 +148,11 @@ fn config_path(cli: &Cli) -> Result<PathBuf> {
 enum Request {
     Version,
     Apply(ApplyConfigurationRequest),
+    Confirm,
     GetConfig,
     Reboot,
     Shutdown,
+    Reset(ResetRequest),
     Logs(LogsRequest),
     Dmesg(DmesgRequest),
     Services,
@@ -175,22 +178,37 @@ impl Request {
                     "auto" => ApplyMode::Auto,
                     "no-reboot" => ApplyMode::NoReboot,
                     "staged" => ApplyMode::Staged,
+                    "try" => ApplyMode::Try,
                     other => {
                         return Err(UsageError(format!(
-                            "--mode: expected auto, no-reboot or staged, got {other:?}"
+                            "--mode: expected auto, no-reboot, staged or try, got {other:?}"
                         ))
                         .into())
+                    }
+                };
+                let try_timeout_seconds = match (&a.timeout, mode) {
+                    (None, _) => 0,
+                    (Some(t), ApplyMode::Try) => {
+                        seconds(t).map_err(|e| UsageError(format!("--timeout: {e}")))?
+                    }
+                    (Some(_), _) => {
+                        return Err(UsageError("--timeout goes with --mode try".into()).into())
                     }
                 };
                 Request::Apply(ApplyConfigurationRequest {
                     data: fsio::read_text(&a.file)?.into_bytes(),
                     mode: mode as i32,
                     dry_run: a.dry_run,
+                    try_timeout_seconds,
                 })
             }
+            Command::Confirm(_) => Request::Confirm,
             Command::GetConfig(_) => Request::GetConfig,
             Command::Reboot(_) => Request::Reboot,
             Command::Shutdown(_) => Request::Shutdown,
+            Command::Reset(r) => Request::Reset(ResetRequest {
+                wipe_state: r.wipe_state,
+            }),
             Command::Logs(l) => Request::Logs(LogsRequest {
                 service: l.service.clone(),
                 tail: l.tail,
@@ -213,6 +231,30 @@ impl Request {
             }
         })
     }
+}
+
+/// A duration as the operator writes it (`90`, `90s`, `5m`, `1h`), in whole
+/// seconds; the node checks the bounds.
+fn seconds(text: &str) -> Result<u32, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number of s, m or h, e.g. 90s"
+            ))
+        }
+    };
+    number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?}: expected a number of s, m or h, e.g. 90s"))
 }
 
 /// Prints `line` for `node`, labelled when several nodes answer.
@@ -280,12 +322,44 @@ async fn call(
                         say(node, label, &format!("~ {} ({when})", ch.path));
                     }
                     say(node, label, &r.message);
+                    if r.revert_at_unix_ms != 0 {
+                        say(
+                            node,
+                            label,
+                            &format!(
+                                "reverts at {} unless confirmed (kilnctl confirm)",
+                                utc(r.revert_at_unix_ms)
+                            ),
+                        );
+                    }
                 }
                 Output::Json => json_line(json!({
                     "changes": r.changes.iter().map(|c| json!({"path": c.path, "needsReboot": c.needs_reboot})).collect::<Vec<_>>(),
                     "reboot": r.reboot,
                     "message": r.message,
+                    "revertAtUnixMs": r.revert_at_unix_ms,
                 })),
+            }
+        }
+        Request::Confirm => {
+            c.confirm_configuration(ConfirmConfigurationRequest {})
+                .await
+                .map_err(status)?;
+            match output {
+                Output::Text => say(node, label, "config confirmed"),
+                Output::Json => json_line(json!({"confirmed": true})),
+            }
+        }
+        Request::Reset(req) => {
+            c.reset(*req).await.map_err(status)?;
+            let what = if req.wipe_state {
+                "resetting (EPHEMERAL and STATE wiped at the next boot: back to maintenance mode)"
+            } else {
+                "resetting (EPHEMERAL wiped at the next boot; config and identity kept)"
+            };
+            match output {
+                Output::Text => say(node, label, what),
+                Output::Json => json_line(json!({"reset": true, "wipeState": req.wipe_state})),
             }
         }
         Request::GetConfig => {
@@ -425,6 +499,43 @@ async fn call(
                         "changes": a.changes.iter().map(|c| json!({"path": c.path, "needsReboot": c.needs_reboot})).collect::<Vec<_>>(),
                         "atUnixMs": a.at_unix_ms,
                     })),
+                    (Some(event::Event::ConfigReverted(r)), Output::Text) => say(
+                        node,
+                        label,
+                        &format!("{} config reverted: {}", utc(r.at_unix_ms), r.message),
+                    ),
+                    (Some(event::Event::ConfigReverted(r)), Output::Json) => json_line(json!({
+                        "type": "configReverted", "message": r.message, "atUnixMs": r.at_unix_ms,
+                    })),
+                    (Some(event::Event::ConfigConfirmed(c)), Output::Text) => say(
+                        node,
+                        label,
+                        &format!("{} config confirmed", utc(c.at_unix_ms)),
+                    ),
+                    (Some(event::Event::ConfigConfirmed(c)), Output::Json) => json_line(json!({
+                        "type": "configConfirmed", "atUnixMs": c.at_unix_ms,
+                    })),
+                    (Some(event::Event::BootPhase(p)), Output::Text) => {
+                        let outcome = if p.error.is_empty() {
+                            "done".to_string()
+                        } else {
+                            format!("failed: {}", p.error)
+                        };
+                        say(
+                            node,
+                            label,
+                            &format!(
+                                "{} boot phase {:<14} {outcome} ({} ms)",
+                                utc(p.at_unix_ms),
+                                p.phase,
+                                p.duration_ms
+                            ),
+                        )
+                    }
+                    (Some(event::Event::BootPhase(p)), Output::Json) => json_line(json!({
+                        "type": "bootPhase", "phase": p.phase, "durationMs": p.duration_ms,
+                        "error": p.error, "atUnixMs": p.at_unix_ms,
+                    })),
                     // A kind of event newer than this kilnctl.
                     (None, _) => {}
                 }
@@ -476,6 +587,7 @@ fn print_stats(
             })).collect::<Vec<_>>(),
             "services": s.services.iter().map(|m| json!({
                 "id": m.id, "memoryBytes": m.memory_bytes, "source": m.source,
+                "cpuUsageUsec": m.cpu_usage_usec,
             })).collect::<Vec<_>>(),
         }));
         return;
@@ -531,9 +643,10 @@ fn print_stats(
             node,
             label,
             &format!(
-                "service  {:<14} {} ({})",
+                "service  {:<14} {}, CPU {:.2} s ({})",
                 m.id,
                 size(m.memory_bytes),
+                m.cpu_usage_usec as f64 / 1e6,
                 m.source
             ),
         );
@@ -589,6 +702,17 @@ mod tests {
         assert_eq!(utc(1_709_210_096_000), "2024-02-29T12:34:56Z");
         assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(utc(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(seconds("90"), Ok(90));
+        assert_eq!(seconds("30s"), Ok(30));
+        assert_eq!(seconds("5m"), Ok(300));
+        assert_eq!(seconds("1h"), Ok(3600));
+        for bad in ["", "s", "5d", "1.5m", "-3s", "99999999999s"] {
+            assert!(seconds(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

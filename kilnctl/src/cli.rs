@@ -44,9 +44,11 @@ pub enum Command {
     Gen(GenCommand),
     Version(VersionCommand),
     Apply(ApplyCommand),
+    Confirm(ConfirmCommand),
     GetConfig(GetConfigCommand),
     Reboot(RebootCommand),
     Shutdown(ShutdownCommand),
+    Reset(ResetCommand),
     Logs(LogsCommand),
     Dmesg(DmesgCommand),
     Services(ServicesCommand),
@@ -68,19 +70,47 @@ pub struct VersionCommand {}
     subcommand,
     name = "apply",
     example = "First config of a node in maintenance mode:\n  $ {command_name} --insecure --fingerprint ab:cd:… -n 10.0.0.21 ./prod/node.yaml",
-    example = "Preview a change:\n  $ {command_name} --dry-run ./prod/node.yaml"
+    example = "Preview a change:\n  $ {command_name} --dry-run ./prod/node.yaml",
+    example = "Try a change; it reverts in 2 minutes unless confirmed with `kilnctl confirm`:\n  $ {command_name} --mode try --timeout 120s ./prod/node.yaml"
 )]
 pub struct ApplyCommand {
     /// machine config YAML
     #[argh(positional)]
     pub file: PathBuf,
     /// auto (reboot only if needed), no-reboot (refuse changes that need
-    /// one), staged (next boot); default auto
+    /// one), staged (next boot), try (live, reverted after --timeout unless
+    /// confirmed; refused for changes that need a reboot); default auto
     #[argh(option, default = "String::from(\"auto\")")]
     pub mode: String,
+    /// with --mode try: how long until the node reverts unless confirmed,
+    /// e.g. 30s or 5m (5s to 1h; default 60s)
+    #[argh(option)]
+    pub timeout: Option<String>,
     /// show the changes, store nothing
     #[argh(switch)]
     pub dry_run: bool,
+}
+
+/// Keep a config applied with --mode try (else the node reverts to the
+/// previous one at the try's timeout, or if it reboots first).
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "confirm")]
+pub struct ConfirmCommand {}
+
+/// Wipe the nodes' EPHEMERAL partition (/var: logs, containers, images),
+/// and with --wipe-state their STATE too, then reboot (admin role). PID 1
+/// wipes early in the next boot. Without --wipe-state a node keeps its
+/// machine config and identity; with it, it comes back in maintenance mode.
+#[derive(FromArgs, ArgsInfo)]
+#[argh(
+    subcommand,
+    name = "reset",
+    example = "Return a node to maintenance mode:\n  $ {command_name} --wipe-state -n 10.0.0.21"
+)]
+pub struct ResetCommand {
+    /// also wipe STATE: machine config and machine id
+    #[argh(switch)]
+    pub wipe_state: bool,
 }
 
 /// Print the stored machine config (secrets redacted unless admin).
@@ -179,8 +209,9 @@ pub struct ServiceRestartCommand {
     pub id: String,
 }
 
-/// Print the nodes' events: every service's current state and recent
-/// configs applied; with -f, then each change until ctrl-c.
+/// Print the nodes' events: this boot's phases, every service's current
+/// state and recent configs applied, reverted or confirmed; with -f, then
+/// each change until ctrl-c.
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "events")]
 pub struct EventsCommand {
@@ -189,7 +220,8 @@ pub struct EventsCommand {
     pub follow: bool,
 }
 
-/// Print the nodes' memory, CPU time, load, disk usage and services' memory.
+/// Print the nodes' memory, CPU time, load, disk usage and services' memory
+/// and CPU time.
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "stats")]
 pub struct StatsCommand {}

@@ -19,7 +19,7 @@ use crate::UsageError;
 /// Values a flag or positional argument takes, where the CLI fixes them.
 const CHOICES: &[(&str, &[&str])] = &[
     ("--output", &["text", "json"]),
-    ("--mode", &["auto", "no-reboot", "staged"]),
+    ("--mode", &["auto", "no-reboot", "staged", "try"]),
     ("completion", &["bash", "zsh", "fish"]),
 ];
 /// Commands whose positional arguments are files.

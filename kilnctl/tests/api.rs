@@ -13,6 +13,7 @@ use kiln_apid::{ConfigStore, Node};
 use kiln_supervisor::reaper::{self, Reaper};
 use kiln_supervisor::{ServiceSpec, Supervisor, SupervisorConfig};
 use nix::unistd::Pid;
+use serde_json::json;
 
 fn kilnctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kilnctl"))
@@ -114,7 +115,7 @@ fn node_process() {
             .await
             .unwrap();
         let control = dir.join("init.sock");
-        kiln_init::control::spawn(supervisor.clone(), control.clone(), "apid");
+        kiln_init::control::spawn(supervisor.clone(), control.clone(), "apid", vec![]);
         let node = Arc::new(Node {
             store: ConfigStore::new(&dir.join("state")),
             log_dir: dir.join("log"),
@@ -128,6 +129,7 @@ fn node_process() {
                 cgroups: dir.join("cgroups"),
                 disks: vec!["/".into()],
             },
+            config_source: None,
         });
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
@@ -435,4 +437,58 @@ fn services_events_and_stats() {
         .filter(|l| l.starts_with(&format!("{n}: apid ")))
         .count();
     assert_eq!(labelled, 2, "{}", text(&out.stdout));
+}
+
+#[test]
+fn try_confirm_and_reset() {
+    let (apid, out) = configured();
+    let kc = out.path().join("kilnconfig");
+    let (kc, n) = (kc.to_str().unwrap(), apid.endpoint.as_str());
+    let admin = |args: &[&str]| kilnctl(&[&["--kilnconfig", kc, "-n", n][..], args].concat());
+    let up = until_ok(&["--kilnconfig", kc, "-n", n, "version"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    // A live change (the hostname), tried for 30 s.
+    let node_yaml = std::fs::read_to_string(out.path().join("node.yaml")).unwrap();
+    let tried = out.path().join("tried.yaml");
+    std::fs::write(&tried, format!("{node_yaml}hostname: tried-1\n")).unwrap();
+    let tried = tried.to_str().unwrap();
+    assert_eq!(
+        admin(&["apply", "--timeout", "30s", tried]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        admin(&["apply", "--mode", "try", "--timeout", "soon", tried])
+            .status
+            .code(),
+        Some(2)
+    );
+    let applied = admin(&["apply", "--mode", "try", "--timeout", "30s", tried]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let said = text(&applied.stdout);
+    assert!(said.contains("~ hostname (live)"), "{said}");
+    assert!(said.contains("reverts at "), "{said}");
+    let confirm = admin(&["confirm"]);
+    assert!(confirm.status.success(), "{}", text(&confirm.stderr));
+    assert_eq!(text(&confirm.stdout), "config confirmed\n");
+    // Nothing left to confirm: exit 1, the node's reason shown.
+    let again = admin(&["confirm"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("FailedPrecondition"),
+        "{}",
+        text(&again.stderr)
+    );
+    let events = admin(&["events"]);
+    assert!(
+        text(&events.stdout).contains("config confirmed"),
+        "{}",
+        text(&events.stdout)
+    );
+    let reset = admin(&["-o", "json", "reset", "--wipe-state"]);
+    assert!(reset.status.success(), "{}", text(&reset.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&reset.stdout).unwrap();
+    assert_eq!(
+        (v["reset"].clone(), v["wipeState"].clone()),
+        (json!(true), json!(true))
+    );
 }

@@ -425,6 +425,13 @@ fn completion_scripts_follow_the_command_tree() {
         check("kilnctl completion ", &["bash", "fish", "zsh"]);
         check("kilnctl gen config --cl", &["--cluster"]);
         check("kilnctl --ins", &["--insecure"]);
+        check("kilnctl re", &["reboot", "reset"]);
+        check("kilnctl reset --w", &["--wipe-state"]);
+        check(
+            "kilnctl apply --mode ",
+            &["auto", "no-reboot", "staged", "try"],
+        );
+        check("kilnctl apply --t", &["--timeout"]);
     }
     // Every subcommand kilnctl has is offered at the top.
     let script = completion_script("bash", dir.path());
@@ -433,5 +440,5 @@ fn completion_scripts_follow_the_command_tree() {
     for name in &top {
         assert!(help.contains(&format!("  {name} ")), "{name} not in --help");
     }
-    assert_eq!(top.len(), 14, "{top:?}");
+    assert_eq!(top.len(), 16, "{top:?}");
 }

@@ -20,9 +20,22 @@
 //! timed must step the clock before the API's mutual TLS (certificates not
 //! valid in 2005) lets the operator in, and writes the RTC at shutdown.
 //!
+//! x86_64's second boot also tries configs (try mode: one reverted at its
+//! timeout, one confirmed, one left pending across the reboot), and boots
+//! the disk twice more: the third boot comes back with the config from
+//! before the pending try, shows its boot phases in Events and is reset
+//! with --wipe-state; the fourth finds EPHEMERAL and STATE wiped (boot
+//! count 1, a new machine id) and the node in maintenance mode, takes a
+//! config and loses power right after the answer; the fifth boots with
+//! that config, whole, and loses power while applying another; the sixth
+//! boots with the old config or the new one, whole.
+//!
 //! 3. The PXE set booted directly (`-kernel/-initrd/-append`) with no disk:
 //!    the same services with /var on tmpfs; a hot-plugged device gets its
-//!    driver from the hotplug service.
+//!    driver from the hotplug service. On x86_64 the command line carries
+//!    `kiln.config=http://10.0.2.2:PORT/node.yaml` (pinned by
+//!    `kiln.config.sha256=`), served by the test: the node fetches it and
+//!    comes up configured.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -301,6 +314,7 @@ fn disk_boot_twice(arch: Arch) {
         );
         rt.block_on(machine_api::configured_again(api_port, &cluster));
         rt.block_on(machine_api::services_and_stats(api_port, &cluster));
+        let before_try = rt.block_on(machine_api::try_mode(api_port, &cluster, "node-1"));
         assert!(
             !m.console().contains("maintenance mode"),
             "maintenance mode although a config is stored"
@@ -318,22 +332,139 @@ fn disk_boot_twice(arch: Arch) {
         expect(&mut m, "unmounted /var cleanly", STEP);
         expect(&mut m, "rebooting", STEP);
         m.wait_exit(STEP).expect("QEMU exits on the guest's reboot");
+        drop(m);
+        revert_then_reset(&disk, &cluster, &before_try, &id);
     } else {
         power_off(&mut m, true);
     }
 }
 
+/// Third to fifth boots of x86_64's disk: the try left pending is undone
+/// at boot; a reset with --wipe-state brings the node back in maintenance
+/// mode with EPHEMERAL and STATE emptied; a config answered just before a
+/// power cut is there, whole, at the next boot. `id` is the machine id so
+/// far.
+fn revert_then_reset(disk: &Path, cluster: &machine_api::TestCluster, before_try: &str, id: &str) {
+    let rt = machine_api::runtime();
+    let api_port = free_loopback_port().unwrap();
+    let third = MachineConfig::new(Arch::X86_64, Boot::Uefi)
+        .disk(disk)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(third).unwrap();
+    expect_boot(&mut m);
+    saw(
+        &m,
+        "not confirmed before this boot: the previous config is back",
+    );
+    rt.block_on(machine_api::reverted_at_boot(
+        api_port,
+        cluster,
+        before_try,
+        &kiln_phases(),
+    ));
+    rt.block_on(machine_api::reset(api_port, cluster));
+    expect(&mut m, "reset requested", STEP);
+    expect(&mut m, "unmounted /system/state cleanly", STEP);
+    expect(&mut m, "rebooting", STEP);
+    m.wait_exit(STEP).expect("QEMU exits on the guest's reboot");
+    drop(m);
+
+    let api_port = free_loopback_port().unwrap();
+    let fourth = MachineConfig::new(Arch::X86_64, Boot::Uefi)
+        .disk(disk)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(fourth).unwrap();
+    expect_boot(&mut m);
+    saw(&m, "reset requested: wiping /var and /system/state");
+    saw(&m, "reset done");
+    saw(&m, r"boot_count=1$");
+    let new_id = saw(&m, r"machine_id=([0-9a-f]{32})");
+    assert_ne!(
+        new_id, id,
+        "the machine id survived a reset with --wipe-state"
+    );
+    let fingerprint = seen_or_expect(&mut m, r"kiln:   ([0-9a-f]{2}(?::[0-9a-f]{2}){31})", STEP);
+    rt.block_on(machine_api::maintenance_version(
+        api_port,
+        &fingerprint,
+        Arch::X86_64.name(),
+    ));
+
+    // A power cut (QEMU quits, the guest gets no say) right after an
+    // answered ApplyConfiguration: the answer means the config is on STATE,
+    // whole, and the node boots with it.
+    rt.block_on(machine_api::apply_first(api_port, &fingerprint, cluster));
+    m.quit().expect("QMP quit");
+    drop(m);
+    let api_port = free_loopback_port().unwrap();
+    let fifth = MachineConfig::new(Arch::X86_64, Boot::Uefi)
+        .disk(disk)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(fifth).unwrap();
+    expect_boot(&mut m);
+    rt.block_on(machine_api::configured_with(
+        api_port,
+        cluster,
+        &cluster.config,
+    ));
+
+    // A power cut while ApplyConfiguration runs: the sixth boot finds the
+    // old config or the new one, whole.
+    let new = machine_api::with_hostname(&cluster.config, "node-1", "node-cut");
+    rt.block_on(machine_api::apply_then_power_cut(
+        api_port,
+        cluster,
+        &new,
+        m.pid(),
+        Duration::from_millis(20),
+    ));
+    m.wait_exit(STEP).expect("QEMU killed");
+    drop(m);
+    let api_port = free_loopback_port().unwrap();
+    let sixth = MachineConfig::new(Arch::X86_64, Boot::Uefi)
+        .disk(disk)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(sixth).unwrap();
+    expect_boot(&mut m);
+    rt.block_on(machine_api::configured_with_one_of(
+        api_port,
+        cluster,
+        &[&cluster.config, &new],
+    ));
+    power_off(&mut m, true);
+}
+
 fn pxe_boot(arch: Arch) {
+    use sha2::Digest;
     let out = out_dir(arch);
     let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
+    // x86_64 fetches its config from the test's HTTP server at boot.
+    let cluster = machine_api::TestCluster::new("node-pxe", &[]);
+    let config_source = if arch == Arch::X86_64 {
+        let port = machine_api::serve_config(cluster.config.clone());
+        let pin: String = sha2::Sha256::digest(cluster.config.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(" kiln.config=http://10.0.2.2:{port}/node.yaml kiln.config.sha256={pin}")
+    } else {
+        String::new()
+    };
     let boot = Boot::Direct {
         kernel: out.join("vmlinuz"),
         initrd: Some(out.join("initramfs.img")),
         // A module that does not exist and one loaded already: both are
         // logged and survived.
-        cmdline: format!("{} kiln.modules=no_such_module,loop", cmdline.trim()),
+        cmdline: format!(
+            "{} kiln.modules=no_such_module,loop{config_source}",
+            cmdline.trim()
+        ),
     };
-    let mut m = Machine::launch(MachineConfig::new(arch, boot).hotplug_slot(true)).unwrap();
+    let api_port = free_loopback_port().unwrap();
+    let config = MachineConfig::new(arch, boot)
+        .hotplug_slot(true)
+        .forward(api_port, 50000);
+    let mut m = Machine::launch(config).unwrap();
     expect_boot(&mut m);
     saw(
         &m,
@@ -350,6 +481,10 @@ fn pxe_boot(arch: Arch) {
     seen_or_expect(&mut m, "listening for device events", STEP);
     m.device_add_virtio_rng().expect("QMP device_add");
     expect(&mut m, r"driver loaded module=virtio_rng", STEP);
+    if arch == Arch::X86_64 {
+        machine_api::runtime().block_on(machine_api::fetched_config(api_port, &cluster));
+        saw(&m, "config fetched from http://10.0.2.2:");
+    }
     power_off(&mut m, false);
 }
 

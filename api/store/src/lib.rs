@@ -6,12 +6,19 @@
 //! apid writes it; services that follow the config (timed) read it through
 //! [`ConfigStore::on_node`], so the node's choice of directory is made in
 //! one place.
+//!
+//! Next to it, two records that outlive apid and a reboot:
+//! - [`try_apply`]: a config applied in try mode and not yet confirmed (the
+//!   previous config and the deadline), so an unconfirmed try is undone
+//!   after an apid restart or a reboot;
+//! - [`reset`]: a reset asked for, carried out by PID 1 at the next boot.
+
+pub mod reset;
+pub mod try_apply;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use atomic_write_file::unix::OpenOptionsExt as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +32,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("removing {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
 }
 
 /// Where a node keeps its config: STATE when the node has a disk, else
@@ -34,6 +48,7 @@ pub const RUN_DIR: &str = "/run/kiln/state";
 
 /// Where the node's config lives.
 pub struct ConfigStore {
+    dir: PathBuf,
     path: PathBuf,
 }
 
@@ -60,6 +75,7 @@ impl ConfigStore {
     /// The config file `config.yaml` in `dir` (created on first save).
     pub fn new(dir: &Path) -> ConfigStore {
         ConfigStore {
+            dir: dir.to_path_buf(),
             path: dir.join("config.yaml"),
         }
     }
@@ -68,36 +84,96 @@ impl ConfigStore {
         &self.path
     }
 
+    /// The directory the config and its records are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The stored config, or `None` if the node has none yet.
     pub fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        match std::fs::read(&self.path) {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Read {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        read_optional(&self.path)
     }
 
     /// Replaces the stored config with `data`, atomically and durably.
     pub fn save(&self, data: &[u8]) -> Result<(), StoreError> {
-        let err = |source| StoreError::Write {
-            path: self.path.clone(),
+        write_durably(&self.path, data)
+    }
+}
+
+/// A file's bytes, or `None` if it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Read {
+            path: path.to_path_buf(),
             source,
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let mut file = atomic_write_file::OpenOptions::new()
-            .preserve_mode(false)
-            .preserve_owner(false)
+        }),
+    }
+}
+
+/// Replaces `path` with `data` (mode 0600): temp file, fsync, rename, fsync
+/// of the directory.
+///
+/// The temporary name is fixed (`.NAME.tmp`), not random: PID 1 writes here
+/// in the disks phase, before the kernel's random pool is ready (a random
+/// name would block in getrandom), and there is one writer at a time (apid
+/// serialises its writes; PID 1 writes before apid starts).
+fn write_durably(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no file name",
+            ))
+        })?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(&self.path)
+            .open(&tmp)
+            .map_err(err)?;
+        // One left by a power cut keeps its mode: make sure.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(err)?;
         file.write_all(data).map_err(err)?;
-        file.commit().map_err(err)
+        file.sync_all().map_err(err)?;
     }
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
+
+/// Removes `path` if it exists, durably (fsync of the directory). Whether
+/// it existed.
+fn remove_durably(path: &Path) -> Result<bool, StoreError> {
+    let err = |source| StoreError::Remove {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(err(e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
+    Ok(true)
 }
 
 /// Whether `path` is a mount point (a different device from its parent).
@@ -136,6 +212,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config.yaml")]);
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_power_cut_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".config.yaml.tmp");
+        std::fs::write(&tmp, "half a config that never got renamed").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = ConfigStore::new(dir.path());
+        store.save(b"whole").unwrap();
+        assert_eq!(store.load().unwrap().as_deref(), Some(&b"whole"[..]));
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!tmp.exists());
     }
 
     #[test]

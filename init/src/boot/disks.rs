@@ -1,7 +1,9 @@
 //! Disks: find the STATE and EPHEMERAL partitions by their GPT names, grow
 //! EPHEMERAL to the end of its disk (first boot on a bigger disk), and mount
 //! them: STATE at /system/state, EPHEMERAL at /var. Without them (a PXE boot
-//! with no Kiln disk) /var is a tmpfs and nothing persists.
+//! with no Kiln disk) /var is a tmpfs and nothing persists. Once both are
+//! mounted, what the last boot left on STATE is carried out (`requests`: a
+//! reset, an unconfirmed try) before /var is used.
 //!
 //! Growing needs no tools: the GPT is rewritten in place (backup header moved
 //! to the new end), the kernel is told the new partition size (BLKPG), and
@@ -101,6 +103,8 @@ pub(super) fn mount(boot: &mut Boot) -> Result<(), Error> {
     if let Err(e) = grow_ext4(&ephemeral_dev, Path::new(VAR_MOUNT)) {
         warn!("cannot grow the {EPHEMERAL_LABEL} filesystem: {e}");
     }
+    // A reset or an unconfirmed try from the last boot, before /var is used.
+    super::requests::carry_out(Path::new(STATE_MOUNT), Path::new(VAR_MOUNT));
     info!(
         state = %state_dev.display(),
         ephemeral = %ephemeral_dev.display(),

@@ -10,12 +10,15 @@ mod entropy;
 mod identity;
 mod modules;
 mod mounts;
+mod requests;
 mod rootfs;
 
 pub use disks::{Storage, STATE_MOUNT, VAR_MOUNT};
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
+use kiln_api_proto::v1::BootPhase;
 use tracing::{error, info};
 
 use crate::clock::boot_ms;
@@ -66,6 +69,8 @@ pub struct Boot {
     pub machine_id: String,
     /// Phases that failed, by name.
     pub failed: Vec<&'static str>,
+    /// Every phase run, in order, for the machine API's Events.
+    pub phases: Vec<BootPhase>,
     /// False when a critical phase failed: services are not started.
     pub complete: bool,
 }
@@ -123,14 +128,22 @@ pub async fn run() -> Boot {
     let mut boot = Boot::default();
     for phase in PHASES {
         let start = boot_ms();
-        match (phase.run)(&mut boot) {
-            Ok(()) => info!(phase = phase.name, ms = boot_ms() - start, "phase done"),
+        let result = (phase.run)(&mut boot);
+        let ms = boot_ms() - start;
+        boot.phases.push(BootPhase {
+            phase: phase.name.to_string(),
+            duration_ms: ms,
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            at_unix_ms: crate::control::unix_ms(SystemTime::now()),
+        });
+        match result {
+            Ok(()) => info!(phase = phase.name, ms, "phase done"),
             Err(e) => {
-                error!(
-                    phase = phase.name,
-                    ms = boot_ms() - start,
-                    "phase failed: {e}"
-                );
+                error!(phase = phase.name, ms, "phase failed: {e}");
                 boot.failed.push(phase.name);
                 if phase.critical {
                     error!(

@@ -7,8 +7,9 @@ use std::time::Duration;
 use kiln_api_client::{connect, Trust};
 use kiln_api_proto::v1::machine_client::MachineClient;
 use kiln_api_proto::v1::{
-    ApplyConfigurationRequest, ApplyMode, DmesgRequest, GetConfigurationRequest, LogsRequest, Mode,
-    RebootRequest, ServiceListRequest, ServiceRequest, ServiceState, StatsRequest, VersionRequest,
+    event, ApplyConfigurationRequest, ApplyMode, ConfirmConfigurationRequest, DmesgRequest, Event,
+    EventsRequest, GetConfigurationRequest, LogsRequest, Mode, RebootRequest, ResetRequest,
+    ServiceListRequest, ServiceRequest, ServiceState, StatsRequest, VersionRequest,
 };
 use kiln_config::{
     Bond, BondMode, Cluster, Interface, Machine, MachineCa, MachineConfig, Network, Vlan,
@@ -322,6 +323,233 @@ pub async fn services_and_stats(port: u16, cluster: &TestCluster) {
         ]
     );
     assert!(s.services.iter().all(|m| m.memory_bytes > 0), "{s:?}");
+    // Each has used CPU time by now (its cgroup's cpu.stat).
+    assert!(s.services.iter().all(|m| m.cpu_usage_usec > 0), "{s:?}");
+}
+
+/// Under TCG a try's timer and the event stream are slow; a try's timeout
+/// here leaves room for the calls in between.
+const TRY_SECONDS: u32 = 15;
+
+/// The config with another hostname: a change applied live.
+pub fn with_hostname(config: &str, from: &str, to: &str) -> String {
+    let out = config.replace(&format!("hostname: {from}\n"), &format!("hostname: {to}\n"));
+    assert_ne!(out, config, "no `hostname: {from}` in the config");
+    out
+}
+
+async fn next_event(events: &mut tonic::Streaming<Event>) -> event::Event {
+    tokio::time::timeout(Duration::from_secs(120), events.message())
+        .await
+        .expect("an event in time")
+        .expect("no stream error")
+        .expect("the stream is open")
+        .event
+        .expect("an event of a known kind")
+}
+
+async fn stored(a: &mut MachineClient<Channel>) -> String {
+    let r = a
+        .get_configuration(GetConfigurationRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8(r.data).unwrap()
+}
+
+/// Try mode on the node (hostname `from` in `cluster.config`): a tried
+/// change is live at once and reverted after its timeout; a confirmed one
+/// stays past it. Then one more try is left unconfirmed with a long
+/// timeout, for the reboot to undo; returns the config the node must come
+/// back with.
+pub async fn try_mode(port: u16, cluster: &TestCluster, from: &str) -> String {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let mut events = a
+        .events(EventsRequest { follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let original = stored(&mut a).await;
+    let tried = with_hostname(&original, from, "node-tried");
+    let request = |data: &str, seconds| ApplyConfigurationRequest {
+        data: data.as_bytes().to_vec(),
+        mode: ApplyMode::Try as i32,
+        dry_run: false,
+        try_timeout_seconds: seconds,
+    };
+    let r = a
+        .apply_configuration(request(&tried, TRY_SECONDS))
+        .await
+        .unwrap()
+        .into_inner();
+    let changed: Vec<(&str, bool)> = r
+        .changes
+        .iter()
+        .map(|c| (c.path.as_str(), c.needs_reboot))
+        .collect();
+    assert_eq!(changed, [("hostname", false)], "{r:?}");
+    assert!(!r.reboot && r.revert_at_unix_ms > 0, "{r:?}");
+    assert_eq!(stored(&mut a).await, tried);
+    loop {
+        if let event::Event::ConfigReverted(_) = next_event(&mut events).await {
+            break;
+        }
+    }
+    assert_eq!(stored(&mut a).await, original, "not reverted");
+
+    let kept = with_hostname(&original, from, "node-kept");
+    a.apply_configuration(request(&kept, TRY_SECONDS))
+        .await
+        .unwrap();
+    a.confirm_configuration(ConfirmConfigurationRequest {})
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(u64::from(TRY_SECONDS) + 3)).await;
+    assert_eq!(stored(&mut a).await, kept, "a confirmed try was reverted");
+
+    let unconfirmed = with_hostname(&kept, "node-kept", "node-unconfirmed");
+    a.apply_configuration(request(&unconfirmed, 3600))
+        .await
+        .unwrap();
+    assert_eq!(stored(&mut a).await, unconfirmed);
+    kept
+}
+
+/// After a reboot with a try pending: the node is back on `expected`, and
+/// its Events show this boot's phases (`phases`, in order, all done).
+pub async fn reverted_at_boot(port: u16, cluster: &TestCluster, expected: &str, phases: &[&str]) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    assert_eq!(stored(&mut a).await, expected);
+    let mut events = a
+        .events(EventsRequest { follow: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = vec![];
+    while let Some(e) = events.message().await.unwrap() {
+        if let Some(event::Event::BootPhase(p)) = e.event {
+            assert!(p.error.is_empty(), "{p:?}");
+            seen.push(p.phase);
+        }
+    }
+    assert_eq!(seen, phases);
+}
+
+/// A node in maintenance mode takes `cluster.config` (answered).
+pub async fn apply_first(port: u16, fingerprint: &str, cluster: &TestCluster) {
+    let mut c = reach(port, || Trust::Maintenance {
+        fingerprint: Some(fingerprint.to_string()),
+    })
+    .await;
+    c.apply_configuration(apply(cluster.config.clone().into_bytes()))
+        .await
+        .unwrap();
+}
+
+/// The node is configured with exactly `config`.
+pub async fn configured_with(port: u16, cluster: &TestCluster, config: &str) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let v = a.version(VersionRequest {}).await.unwrap().into_inner();
+    assert_eq!(v.mode, Mode::Configured as i32);
+    assert_eq!(stored(&mut a).await, config);
+}
+
+/// Sends `config` (staged) and, `after` the request went out, kills QEMU
+/// (`qemu_pid`) with SIGKILL: a power cut in the middle of
+/// ApplyConfiguration. Whatever answer (or none) the call gets is moot.
+pub async fn apply_then_power_cut(
+    port: u16,
+    cluster: &TestCluster,
+    config: &str,
+    qemu_pid: u32,
+    after: Duration,
+) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let request = ApplyConfigurationRequest {
+        data: config.as_bytes().to_vec(),
+        mode: ApplyMode::Staged as i32,
+        dry_run: false,
+        try_timeout_seconds: 0,
+    };
+    let call = a.apply_configuration(request);
+    let cut = async {
+        tokio::time::sleep(after).await;
+        let pid = i32::try_from(qemu_pid).unwrap();
+        // SAFETY: kill(2) on QEMU's pid, a child of this process that has
+        // not been reaped (the Machine still owns it).
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill QEMU");
+    };
+    let (_, ()) = tokio::join!(call, cut);
+}
+
+/// After a power cut during an apply: the node is configured with one of
+/// `configs`, whole.
+pub async fn configured_with_one_of(port: u16, cluster: &TestCluster, configs: &[&str]) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let now = stored(&mut a).await;
+    assert!(
+        configs.contains(&now.as_str()),
+        "neither the old nor the new config:\n{now}"
+    );
+}
+
+/// Reset with --wipe-state: answered, then the node reboots.
+pub async fn reset(port: u16, cluster: &TestCluster) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    a.reset(ResetRequest { wipe_state: true }).await.unwrap();
+}
+
+/// An HTTP server on the host's loopback (hyper's), which QEMU's user
+/// network shows the guest as 10.0.2.2: serves `body` at `/node.yaml`.
+/// Returns its port; it serves until the test process ends.
+pub fn serve_config(body: String) -> u16 {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let body = body.clone();
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let (status, body) = if req.uri().path() == "/node.yaml" {
+                        (200, body.clone())
+                    } else {
+                        (404, String::new())
+                    };
+                    async move {
+                        hyper::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(body)))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        })
+    });
+    port
+}
+
+/// A node that fetched `cluster.config` at boot: configured, with it.
+pub async fn fetched_config(port: u16, cluster: &TestCluster) {
+    let admin = cluster.client(Role::Admin);
+    let mut a = reach(port, || cluster.trust(&admin)).await;
+    let v = a.version(VersionRequest {}).await.unwrap().into_inner();
+    assert_eq!(v.mode, Mode::Configured as i32);
+    assert_eq!(stored(&mut a).await, cluster.config);
 }
 
 fn apply(data: Vec<u8>) -> ApplyConfigurationRequest {
@@ -329,5 +557,6 @@ fn apply(data: Vec<u8>) -> ApplyConfigurationRequest {
         data,
         mode: ApplyMode::Auto as i32,
         dry_run: false,
+        try_timeout_seconds: 0,
     }
 }

@@ -10,9 +10,11 @@ use kiln_pki::Role;
 pub enum Call {
     Version,
     ApplyConfiguration,
+    ConfirmConfiguration,
     GetConfiguration,
     Reboot,
     Shutdown,
+    Reset,
     Logs,
     Dmesg,
     ServiceList,
@@ -38,7 +40,7 @@ impl Call {
             | Call::ServiceStart
             | Call::ServiceStop
             | Call::ServiceRestart => Role::Operator,
-            Call::ApplyConfiguration => Role::Admin,
+            Call::ApplyConfiguration | Call::ConfirmConfiguration | Call::Reset => Role::Admin,
         }
     }
 
@@ -97,9 +99,11 @@ mod tests {
 
     /// The table as the README states it: every call, its least role, and
     /// whether maintenance mode serves it.
-    const TABLE: [(Call, Role, bool); 13] = [
+    const TABLE: [(Call, Role, bool); 15] = [
         (Call::Version, Role::Reader, true),
         (Call::ApplyConfiguration, Role::Admin, true),
+        (Call::ConfirmConfiguration, Role::Admin, false),
+        (Call::Reset, Role::Admin, false),
         (Call::GetConfiguration, Role::Reader, false),
         (Call::Reboot, Role::Operator, false),
         (Call::Shutdown, Role::Operator, false),

@@ -9,12 +9,20 @@
 //!   kiln-config-store's.
 //! - `logs`, `kmsg`, `power`: what the calls read and do on the node.
 //! - `stats`: the Stats call's numbers from /proc, statvfs and cgroups.
-//! - `events`: apid's own events ("config applied") for the Events call.
-//!   Service calls and service events go to PID 1's control channel
-//!   (`kiln.init.v1.Init` on /run/kiln/init.sock).
+//! - `events`: apid's own events (configs applied, reverted, confirmed) for
+//!   the Events call. Service calls, service events and boot phases come
+//!   from PID 1's control channel (`kiln.init.v1.Init` on
+//!   /run/kiln/init.sock).
+//! - `try_apply`: try mode's timer and the lock every config write takes.
+//! - `config_source`: `kiln.config=<URL>`, a node's first config fetched
+//!   at boot.
+//!
+//! Reset is recorded on STATE here and carried out by PID 1 at the next
+//! boot (kiln-config-store's `reset`).
 
 pub mod access;
 mod config;
+pub mod config_source;
 mod events;
 pub mod identity;
 mod kmsg;
@@ -22,6 +30,7 @@ mod logs;
 mod power;
 pub mod server;
 pub mod stats;
+mod try_apply;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -63,6 +72,11 @@ pub fn run() -> Result<(), Error> {
             store.path().display()
         );
     }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let config_source = config_source::ConfigSource::from_cmdline(&cmdline).unwrap_or_else(|e| {
+        tracing::error!("{e}: no config is fetched");
+        None
+    });
     let node = Arc::new(Node {
         store,
         log_dir: PathBuf::from(LOG_DIR),
@@ -76,6 +90,7 @@ pub fn run() -> Result<(), Error> {
             cgroups: PathBuf::from(CGROUP_ROOT),
             disks: DISKS.iter().map(PathBuf::from).collect(),
         },
+        config_source,
     });
     let listen = SocketAddr::from((Ipv6Addr::UNSPECIFIED, kiln_api_proto::PORT));
     rt.block_on(async { serve(node, listen, kiln_stop::requested()).await })

@@ -14,11 +14,11 @@ use kiln_api_proto::init::v1::init_client::InitClient;
 use kiln_api_proto::v1::machine_server::{Machine, MachineServer};
 use kiln_api_proto::v1::{
     event, ApplyConfigurationRequest, ApplyConfigurationResponse, ApplyMode, ConfigApplied,
-    DmesgRequest, Event, EventsRequest, FieldChange, GetConfigurationRequest,
-    GetConfigurationResponse, KernelMessage, LogLine, LogsRequest, Mode, RebootRequest,
-    RebootResponse, ServiceListRequest, ServiceListResponse, ServiceRequest, ServiceResponse,
-    ShutdownRequest, ShutdownResponse, StatsRequest, StatsResponse, VersionRequest,
-    VersionResponse,
+    ConfirmConfigurationRequest, ConfirmConfigurationResponse, DmesgRequest, Event, EventsRequest,
+    FieldChange, GetConfigurationRequest, GetConfigurationResponse, KernelMessage, LogLine,
+    LogsRequest, Mode, RebootRequest, RebootResponse, ResetRequest, ResetResponse,
+    ServiceListRequest, ServiceListResponse, ServiceRequest, ServiceResponse, ShutdownRequest,
+    ShutdownResponse, StatsRequest, StatsResponse, VersionRequest, VersionResponse,
 };
 use nix::unistd::Pid;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -30,11 +30,14 @@ use tracing::{error, info, warn};
 
 use crate::access::{Access, Call};
 use crate::config::NodeConfig;
+use crate::config_source::{self, ConfigSource};
 use crate::events::Journal;
 use crate::identity::Identity;
 use crate::power::{self, PowerAction};
 use crate::stats::{self, StatsError};
+use crate::try_apply::{self, Tries};
 use crate::{kmsg, logs, Error};
+use kiln_config_store::reset::ResetRequest as StoredReset;
 use kiln_config_store::ConfigStore;
 
 /// How long a power request waits so its answer reaches the caller first.
@@ -59,20 +62,23 @@ pub struct Node {
     pub control: PathBuf,
     /// Where Stats reads the kernel's numbers.
     pub stats: stats::Sources,
+    /// Where a node with no config fetches one (`kiln.config=` on the
+    /// kernel command line).
+    pub config_source: Option<ConfigSource>,
 }
 
 /// The service for one run of the server, in one mode.
 struct Api {
     node: Arc<Node>,
     access: Access,
-    /// The config the server was started with (`None` in maintenance).
-    config: Option<NodeConfig>,
     /// Notified to restart the server (new mode or identity).
     restart: Arc<Notify>,
     /// PID 1's control channel (connects on first use).
     init: InitClient<Channel>,
     /// apid's own events, kept across server restarts.
     journal: Arc<Journal>,
+    /// The pending try, and the lock every config write takes.
+    tries: Arc<Tries>,
     /// Turns true when this server run ends: follow streams then end too,
     /// or the graceful shutdown would wait for them forever.
     closing: watch::Receiver<bool>,
@@ -107,11 +113,62 @@ impl Machine for Api {
         let mode = ApplyMode::try_from(req.mode)
             .map_err(|_| Status::invalid_argument(format!("mode: unknown value {}", req.mode)))?;
         let new = NodeConfig::parse(&req.data).map_err(Status::invalid_argument)?;
-        let changes = match &self.config {
+        let try_timeout = (mode == ApplyMode::Try)
+            .then(|| try_apply::timeout(req.try_timeout_seconds))
+            .transpose()
+            .map_err(Status::invalid_argument)?;
+        // From here to the store, no other write of the config.
+        let _writing = self.tries.lock().await;
+        // The stored config, not the one the server started with: live
+        // applies since then changed it.
+        let stored = match self.access {
+            Access::Maintenance => None,
+            Access::Configured => self.node.store.load().map_err(internal)?,
+        };
+        let old = stored
+            .as_deref()
+            .map(NodeConfig::parse)
+            .transpose()
+            .map_err(Status::internal)?;
+        let first = old.is_none();
+        let changes = match &old {
             Some(old) => old.changes_to(&new).map_err(Status::internal)?,
             None => vec![],
         };
         let needs_reboot = changes.iter().any(|c| c.needs_reboot);
+        let reboot_fields = || {
+            changes
+                .iter()
+                .filter(|c| c.needs_reboot)
+                .map(|c| c.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if mode == ApplyMode::NoReboot && needs_reboot {
+            return Err(Status::failed_precondition(format!(
+                "no-reboot: these changes need a reboot: {}",
+                reboot_fields()
+            )));
+        }
+        if mode == ApplyMode::Try && first {
+            return Err(Status::failed_precondition(
+                "try: the node has no config to go back to; apply its first config in auto mode",
+            ));
+        }
+        if mode == ApplyMode::Try && needs_reboot {
+            return Err(Status::failed_precondition(format!(
+                "try: these changes need a reboot, which a try cannot undo: {}",
+                reboot_fields()
+            )));
+        }
+        if !req.dry_run {
+            if let Some(left_ms) = self.tries.pending_ms().map_err(internal)? {
+                return Err(Status::failed_precondition(format!(
+                    "a config applied in try mode awaits confirmation (it reverts in {} s): confirm it or wait for the revert",
+                    left_ms.div_ceil(1000)
+                )));
+            }
+        }
         let fields = changes
             .iter()
             .map(|c| FieldChange {
@@ -119,18 +176,6 @@ impl Machine for Api {
                 needs_reboot: c.needs_reboot,
             })
             .collect();
-        if mode == ApplyMode::NoReboot && needs_reboot {
-            return Err(Status::failed_precondition(format!(
-                "no-reboot: these changes need a reboot: {}",
-                changes
-                    .iter()
-                    .filter(|c| c.needs_reboot)
-                    .map(|c| c.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let first = self.config.is_none();
         let message = if req.dry_run {
             "dry run: nothing stored".to_string()
         } else if first {
@@ -139,21 +184,35 @@ impl Machine for Api {
             "no changes".to_string()
         } else if mode == ApplyMode::Staged {
             "config stored; it takes effect at the next boot".to_string()
+        } else if let Some(t) = try_timeout {
+            format!(
+                "config stored and applied; it reverts in {} s unless confirmed",
+                t.as_secs()
+            )
         } else if needs_reboot {
             "config stored; rebooting to apply it".to_string()
         } else {
             "config stored and applied".to_string()
         };
         let reboot = !req.dry_run && mode == ApplyMode::Auto && needs_reboot;
-        let response = ApplyConfigurationResponse {
+        let mut response = ApplyConfigurationResponse {
             changes: fields,
             reboot,
             message,
+            revert_at_unix_ms: 0,
         };
         if req.dry_run || (!first && changes.is_empty()) {
             return Ok(Response::new(response));
         }
-        self.node.store.save(&req.data).map_err(|e| {
+        let saved = match (try_timeout, &stored) {
+            (Some(timeout), Some(previous)) => {
+                response.revert_at_unix_ms = now_unix_ms()
+                    .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+                self.tries.begin(&req.data, previous, timeout)
+            }
+            _ => self.node.store.save(&req.data),
+        };
+        saved.map_err(|e| {
             error!("cannot store the config: {e}");
             Status::internal(e.to_string())
         })?;
@@ -174,8 +233,7 @@ impl Machine for Api {
             self.power(PowerAction::Reboot)?;
         } else if mode != ApplyMode::Staged
             && (first
-                || self
-                    .config
+                || old
                     .as_ref()
                     .is_some_and(|old| old.api_identity_differs(&new)))
         {
@@ -184,6 +242,41 @@ impl Machine for Api {
             self.restart.notify_one();
         }
         Ok(Response::new(response))
+    }
+
+    async fn confirm_configuration(
+        &self,
+        request: Request<ConfirmConfigurationRequest>,
+    ) -> Result<Response<ConfirmConfigurationResponse>, Status> {
+        self.access
+            .authorize(Call::ConfirmConfiguration, &request)?;
+        if !self.tries.confirm().await.map_err(internal)? {
+            return Err(Status::failed_precondition(
+                "no config applied in try mode awaits confirmation (none was tried, or it was reverted)",
+            ));
+        }
+        Ok(Response::new(ConfirmConfigurationResponse {}))
+    }
+
+    async fn reset(
+        &self,
+        request: Request<ResetRequest>,
+    ) -> Result<Response<ResetResponse>, Status> {
+        self.access.authorize(Call::Reset, &request)?;
+        let wipe_state = request.into_inner().wipe_state;
+        {
+            let _writing = self.tries.lock().await;
+            self.node
+                .store
+                .request_reset(StoredReset { wipe_state })
+                .map_err(internal)?;
+        }
+        warn!(
+            wipe_state,
+            "reset requested: rebooting; PID 1 wipes the disks early in the next boot"
+        );
+        self.power(PowerAction::Reboot)?;
+        Ok(Response::new(ResetResponse {}))
     }
 
     async fn get_configuration(
@@ -352,12 +445,13 @@ impl Machine for Api {
     }
 }
 
-/// Streams apid's kept events, then PID 1's service events (current states
-/// first) and, when following, apid's new ones, until the client goes away.
+/// Streams apid's kept events, then PID 1's (boot phases, then services'
+/// current states) and, when following, apid's and PID 1's new ones, until
+/// the client goes away.
 async fn forward_events(
     kept: Vec<Event>,
     mut own: Option<broadcast::Receiver<Event>>,
-    mut services: tonic::Streaming<kiln_api_proto::v1::ServiceEvent>,
+    mut services: tonic::Streaming<Event>,
     tx: mpsc::Sender<Result<Event, Status>>,
 ) {
     for e in kept {
@@ -369,7 +463,7 @@ async fn forward_events(
         let next = tokio::select! {
             _ = tx.closed() => return,
             service = services.message() => match service {
-                Ok(Some(e)) => Ok(Event { event: Some(event::Event::Service(e)) }),
+                Ok(Some(e)) => Ok(e),
                 // Not following: the current states were all; or PID 1 is
                 // shutting down.
                 Ok(None) => return,
@@ -435,7 +529,13 @@ fn from_init(status: Status) -> Status {
     }
 }
 
-fn now_unix_ms() -> i64 {
+/// A store failure, logged here and told to the caller as INTERNAL.
+fn internal(e: impl std::fmt::Display) -> Status {
+    error!("{e}");
+    Status::internal(e.to_string())
+}
+
+pub(crate) fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -495,14 +595,34 @@ pub async fn serve(
     tokio::pin!(stop);
     let init = kiln_api_client::init_client(&node.control);
     let journal = Arc::new(Journal::default());
+    // One for every server run: a revert or a fetched config may ask for a
+    // restart at any time.
+    let restart = Arc::new(Notify::new());
+    let tries = Tries::new(node.clone(), journal.clone(), restart.clone());
+    tries.resume();
+    if let Some(source) = &node.config_source {
+        match node.store.load() {
+            Ok(None) => {
+                info!(url = %source.url, "no config: fetching one (kiln.config=)");
+                tokio::spawn(config_source::fetch_and_store(
+                    source.clone(),
+                    tries.clone(),
+                    journal.clone(),
+                    restart.clone(),
+                ));
+            }
+            Ok(Some(_)) => info!("kiln.config= is ignored: the node has a config"),
+            Err(e) => error!("kiln.config= not used: {e}"),
+        }
+    }
     loop {
-        let restart = Arc::new(Notify::new());
         let (closing, closing_rx) = watch::channel(false);
         let (api, tls) = prepare(
             &node,
             restart.clone(),
             init.clone(),
             journal.clone(),
+            tries.clone(),
             closing_rx,
         )?;
         let mut stopped = false;
@@ -531,6 +651,7 @@ fn prepare(
     restart: Arc<Notify>,
     init: InitClient<Channel>,
     journal: Arc<Journal>,
+    tries: Arc<Tries>,
     closing: watch::Receiver<bool>,
 ) -> Result<(Api, ServerTlsConfig), Error> {
     let stored = match node.store.load() {
@@ -581,10 +702,10 @@ fn prepare(
         Api {
             node: node.clone(),
             access,
-            config,
             restart,
             init,
             journal,
+            tries,
             closing,
         },
         tls,

@@ -1,13 +1,14 @@
 //! The Stats call's numbers, read from the kernel's files: memory
 //! (/proc/meminfo), CPU time (/proc/stat), load (/proc/loadavg), disk usage
 //! (statvfs of the mounted ones among /, /var, /system/state, found in
-//! /proc/self/mountinfo) and each service's memory: its cgroup's
-//! `memory.current` (cgroup v2, all its processes), else its main process's
-//! VmRSS. Every parse error names the file and the field.
+//! /proc/self/mountinfo) and each service's memory and CPU time: its
+//! cgroup's `memory.current` and `cpu.stat` usage_usec (cgroup v2, all its
+//! processes), else its main process's VmRSS and utime + stime. Every parse
+//! error names the file and the field.
 
 use std::path::{Path, PathBuf};
 
-use kiln_api_proto::v1::{CpuTime, Disk, LoadAverage, Memory, ServiceMemory, ServiceStatus};
+use kiln_api_proto::v1::{CpuTime, Disk, LoadAverage, Memory, ServiceStats, ServiceStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -139,6 +140,26 @@ pub fn parse_memory_current(path: &Path, text: &str) -> Result<u64, StatsError> 
     number(path, "memory.current", Some(text.trim()))
 }
 
+/// A cgroup's `cpu.stat` usage_usec: CPU time of all its processes.
+pub fn parse_cpu_stat(path: &Path, text: &str) -> Result<u64, StatsError> {
+    let value = text.lines().find_map(|l| l.strip_prefix("usage_usec "));
+    number(path, "usage_usec", value.map(str::trim))
+}
+
+/// A process's `/proc/PID/stat` utime + stime (fields 14 and 15, counted
+/// after the parenthesised command name, which may hold spaces), in
+/// microseconds.
+pub fn parse_pid_cpu_usec(path: &Path, text: &str, ticks: u32) -> Result<u64, StatsError> {
+    let (_, rest) = text
+        .rsplit_once(')')
+        .ok_or_else(|| field_error(path, "comm", "no closing parenthesis"))?;
+    // `rest` starts at field 3 (state).
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = number(path, "utime", fields.next())?;
+    let stime: u64 = number(path, "stime", fields.next())?;
+    Ok((utime + stime).saturating_mul(1_000_000) / u64::from(ticks.max(1)))
+}
+
 /// Mount points listed in a `mountinfo` file (field 5, octal escapes such
 /// as `\040` for a space undone).
 pub fn parse_mount_points(path: &Path, text: &str) -> Result<Vec<PathBuf>, StatsError> {
@@ -210,49 +231,53 @@ impl Sources {
             .collect()
     }
 
-    /// Memory of each service with a cgroup or a process.
-    pub fn services(&self, services: &[ServiceStatus]) -> Result<Vec<ServiceMemory>, StatsError> {
+    /// Memory and CPU time of each service with a cgroup or a process.
+    pub fn services(&self, services: &[ServiceStatus]) -> Result<Vec<ServiceStats>, StatsError> {
         let mut out = Vec::new();
         for s in services {
-            let current = self.cgroups.join(&s.id).join("memory.current");
-            match std::fs::read_to_string(&current) {
-                Ok(text) => {
-                    out.push(ServiceMemory {
-                        id: s.id.clone(),
-                        memory_bytes: parse_memory_current(&current, &text)?,
-                        source: "cgroup".into(),
-                    });
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StatsError::Read {
-                        path: current,
-                        source,
-                    })
-                }
+            let cgroup = self.cgroups.join(&s.id);
+            let current = cgroup.join("memory.current");
+            if let Some(text) = read_if_present(&current)? {
+                let cpu = cgroup.join("cpu.stat");
+                out.push(ServiceStats {
+                    id: s.id.clone(),
+                    memory_bytes: parse_memory_current(&current, &text)?,
+                    source: "cgroup".into(),
+                    cpu_usage_usec: parse_cpu_stat(&cpu, &read(&cpu)?)?,
+                });
+                continue;
             }
             if s.pid == 0 {
                 continue;
             }
-            let status = self.proc.join(s.pid.to_string()).join("status");
-            match std::fs::read_to_string(&status) {
-                Ok(text) => out.push(ServiceMemory {
-                    id: s.id.clone(),
-                    memory_bytes: parse_vmrss(&status, &text)?,
-                    source: "rss".into(),
-                }),
-                // It exited since the list was taken.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StatsError::Read {
-                        path: status,
-                        source,
-                    })
-                }
-            }
+            let dir = self.proc.join(s.pid.to_string());
+            let (status, stat) = (dir.join("status"), dir.join("stat"));
+            // Either may vanish: it exited since the list was taken.
+            let (Some(status_text), Some(stat_text)) =
+                (read_if_present(&status)?, read_if_present(&stat)?)
+            else {
+                continue;
+            };
+            out.push(ServiceStats {
+                id: s.id.clone(),
+                memory_bytes: parse_vmrss(&status, &status_text)?,
+                source: "rss".into(),
+                cpu_usage_usec: parse_pid_cpu_usec(&stat, &stat_text, ticks_per_second())?,
+            });
         }
         Ok(out)
+    }
+}
+
+/// A file's text, or `None` if it does not exist.
+fn read_if_present(path: &Path) -> Result<Option<String>, StatsError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StatsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -356,6 +381,23 @@ mod tests {
     }
 
     #[test]
+    fn cpu_times() {
+        let stat = "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\n";
+        assert_eq!(parse_cpu_stat(&p("c"), stat).unwrap(), 123_456);
+        let err =
+            parse_cpu_stat(&p("/sys/fs/cgroup/kiln/netd/cpu.stat"), "user_usec 1\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/sys/fs/cgroup/kiln/netd/cpu.stat: usage_usec: missing"
+        );
+        // A command name with a space and a parenthesis; utime 250, stime 50.
+        let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 99 1000 10\n";
+        assert_eq!(parse_pid_cpu_usec(&p("s"), line, 100).unwrap(), 3_000_000);
+        let err = parse_pid_cpu_usec(&p("/proc/42/stat"), "42 (x) S 1\n", 100).unwrap_err();
+        assert_eq!(err.to_string(), "/proc/42/stat: utime: missing");
+    }
+
+    #[test]
     fn mount_points() {
         let text = "22 1 0:21 / / rw - ext4 /dev/sda1 rw\n\
                     23 22 0:22 / /mnt/with\\040space rw - tmpfs tmpfs rw\n";
@@ -385,6 +427,11 @@ mod tests {
         // This process as a "service": no cgroup file, so its VmRSS.
         std::fs::create_dir(dir.path().join("with-cgroup")).unwrap();
         std::fs::write(dir.path().join("with-cgroup/memory.current"), "8192\n").unwrap();
+        std::fs::write(
+            dir.path().join("with-cgroup/cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        )
+        .unwrap();
         let me = |id: &str, pid: u32| ServiceStatus {
             id: id.into(),
             pid,
@@ -404,6 +451,14 @@ mod tests {
             (mem[1].memory_bytes, mem[1].source.as_str()),
             (8192, "cgroup")
         );
+        assert_eq!(mem[1].cpu_usage_usec, 1500);
+        // This test process has used some CPU by now.
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(0);
+        }
+        let again = sources.services(&[me("self", std::process::id())]).unwrap();
+        assert!(again[0].cpu_usage_usec > 0, "{again:?}");
         assert!(ticks_per_second() > 0);
     }
 }

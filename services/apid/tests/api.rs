@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use kiln_api_client::{connect, Trust};
 use kiln_api_proto::v1::{
-    event, ApplyConfigurationRequest, ApplyMode, Event, EventsRequest, GetConfigurationRequest,
-    LogsRequest, Mode, RebootRequest, ServiceListRequest, ServiceRequest, ServiceState,
-    StatsRequest, VersionRequest,
+    event, ApplyConfigurationRequest, ApplyMode, ConfirmConfigurationRequest, Event, EventsRequest,
+    GetConfigurationRequest, LogsRequest, Mode, RebootRequest, ResetRequest, ServiceListRequest,
+    ServiceRequest, ServiceState, StatsRequest, VersionRequest,
 };
+use kiln_apid::config_source::{ConfigSource, HttpUrl};
 use kiln_apid::stats::Sources;
 use kiln_apid::{ConfigStore, Node};
 use kiln_pki::Role;
@@ -113,7 +114,18 @@ impl Apid {
     /// `pid1`: whether PID 1's control channel serves (else its socket is
     /// absent, as if PID 1 could not serve it).
     async fn start_with(pid1: bool) -> Apid {
+        Apid::start_full(pid1, None, |_| {}).await
+    }
+
+    /// `config_source`: as if `kiln.config=` were on the command line;
+    /// `prepare`: what STATE holds before apid starts.
+    async fn start_full(
+        pid1: bool,
+        config_source: Option<ConfigSource>,
+        prepare: impl FnOnce(&ConfigStore),
+    ) -> Apid {
         let dir = tempfile::tempdir().unwrap();
+        prepare(&ConfigStore::new(&dir.path().join("state")));
         reaper::become_subreaper().unwrap();
         let supervisor = Supervisor::new(SupervisorConfig::default(), Reaper::start());
         supervisor
@@ -122,7 +134,7 @@ impl Apid {
             .unwrap();
         let control = dir.path().join("init.sock");
         if pid1 {
-            kiln_init::control::spawn(supervisor.clone(), control.clone(), "apid");
+            kiln_init::control::spawn(supervisor.clone(), control.clone(), "apid", vec![]);
         }
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
         let (init, init_exit) = Reaper::start()
@@ -145,6 +157,7 @@ impl Apid {
                 cgroups: dir.path().join("cgroups"),
                 disks: vec!["/".into(), "/var".into(), "/system/state".into()],
             },
+            config_source,
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(kiln_apid::serve(node, addr, async {
@@ -225,6 +238,7 @@ async fn maintenance_then_configured_with_roles() {
             data: bad.into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: false,
+            try_timeout_seconds: 0,
         })
         .await
         .unwrap_err();
@@ -239,6 +253,7 @@ async fn maintenance_then_configured_with_roles() {
             data: good.clone().into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: false,
+            try_timeout_seconds: 0,
         })
         .await
         .unwrap()
@@ -277,6 +292,7 @@ async fn maintenance_then_configured_with_roles() {
             data: good.clone().into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: true,
+            try_timeout_seconds: 0,
         })
         .await
         .unwrap_err();
@@ -366,6 +382,7 @@ async fn logs_and_reboot() {
         data: pki.config("node-2").into_bytes(),
         mode: ApplyMode::Auto as i32,
         dry_run: false,
+        try_timeout_seconds: 0,
     })
     .await
     .unwrap();
@@ -454,6 +471,7 @@ async fn services_events_and_stats_through_pid1() {
         data: pki.config("node-3").into_bytes(),
         mode: ApplyMode::Auto as i32,
         dry_run: false,
+        try_timeout_seconds: 0,
     })
     .await
     .unwrap();
@@ -543,6 +561,7 @@ async fn services_events_and_stats_through_pid1() {
         data: pki.config("node-4").into_bytes(),
         mode: ApplyMode::Staged as i32,
         dry_run: false,
+        try_timeout_seconds: 0,
     })
     .await
     .unwrap();
@@ -587,6 +606,7 @@ async fn without_pid1_service_calls_are_unavailable() {
         data: pki.config("node-5").into_bytes(),
         mode: ApplyMode::Auto as i32,
         dry_run: false,
+        try_timeout_seconds: 0,
     })
     .await
     .unwrap();
@@ -604,4 +624,292 @@ async fn without_pid1_service_calls_are_unavailable() {
     );
     r.version(VersionRequest {}).await.unwrap();
     apid.stop().await;
+}
+
+/// An apply request in `mode`.
+fn apply(data: &str, mode: ApplyMode, try_timeout_seconds: u32) -> ApplyConfigurationRequest {
+    ApplyConfigurationRequest {
+        data: data.as_bytes().to_vec(),
+        mode: mode as i32,
+        dry_run: false,
+        try_timeout_seconds,
+    }
+}
+
+/// Reads events until one matches; panics on none in time.
+async fn until_event<T>(
+    events: &mut tonic::Streaming<Event>,
+    pick: impl Fn(event::Event) -> Option<T>,
+) -> T {
+    loop {
+        if let Some(found) = pick(next_event(events).await) {
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn try_mode_reverts_unless_confirmed() {
+    let apid = Apid::start().await;
+    let pki = Pki::new("machine CA");
+    let first = pki.config("node-6");
+    let mut c = apid.client(insecure).await;
+    // A node with no config has nothing to go back to.
+    let err = c
+        .apply_configuration(apply(&first, ApplyMode::Try, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    c.apply_configuration(apply(&first, ApplyMode::Auto, 0))
+        .await
+        .unwrap();
+    let admin = pki.role(Role::Admin);
+    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut events = a
+        .events(EventsRequest { follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A change that needs a reboot cannot be tried; nor can a timeout out
+    // of bounds be asked for.
+    let moved = first.replace("https://10.0.0.1:6443", "https://10.0.0.2:6443");
+    let err = a
+        .apply_configuration(apply(&moved, ApplyMode::Try, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("cluster.endpoint"),
+        "{}",
+        err.message()
+    );
+    let tried = pki.config("node-7");
+    let err = a
+        .apply_configuration(apply(&tried, ApplyMode::Try, 4))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.message().contains("try_timeout_seconds"),
+        "{}",
+        err.message()
+    );
+
+    // Tried: stored and live at once, reverted after the timeout.
+    let r = a
+        .apply_configuration(apply(&tried, ApplyMode::Try, 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.message.contains("reverts in 5 s"), "{r:?}");
+    assert!(r.revert_at_unix_ms > 0 && !r.reboot, "{r:?}");
+    assert_eq!(apid.stored().as_deref(), Some(tried.as_bytes()));
+    // Nothing else is applied while a try is pending.
+    let err = a
+        .apply_configuration(apply(&pki.config("node-9"), ApplyMode::Auto, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("awaits confirmation"),
+        "{}",
+        err.message()
+    );
+    let reverted = until_event(&mut events, |e| match e {
+        event::Event::ConfigReverted(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert!(reverted.message.contains("previous config"), "{reverted:?}");
+    assert_eq!(apid.stored().as_deref(), Some(first.as_bytes()));
+    let err = a
+        .confirm_configuration(ConfirmConfigurationRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+
+    // Confirmed: it stays past its deadline.
+    let kept = pki.config("node-8");
+    a.apply_configuration(apply(&kept, ApplyMode::Try, 5))
+        .await
+        .unwrap();
+    a.confirm_configuration(ConfirmConfigurationRequest {})
+        .await
+        .unwrap();
+    until_event(&mut events, |e| match e {
+        event::Event::ConfigConfirmed(c) => Some(c),
+        _ => None,
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(apid.stored().as_deref(), Some(kept.as_bytes()));
+    // Only an admin confirms.
+    let reader = pki.role(Role::Reader);
+    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let err = r
+        .confirm_configuration(ConfirmConfigurationRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    drop(events);
+    apid.stop().await;
+}
+
+#[tokio::test]
+async fn a_try_left_by_an_earlier_apid_is_resumed() {
+    let pki = Pki::new("machine CA");
+    let (old, tried) = (pki.config("node-10"), pki.config("node-11"));
+    // As an apid that was restarted two seconds into a try left it.
+    let deadline = kiln_config_store::try_apply::boottime_ms() + 2000;
+    let apid = Apid::start_full(true, None, |store| {
+        store
+            .begin_try(tried.as_bytes(), old.as_bytes(), deadline)
+            .unwrap()
+    })
+    .await;
+    let admin = pki.role(Role::Admin);
+    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut events = a
+        .events(EventsRequest { follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+    until_event(&mut events, |e| match e {
+        event::Event::ConfigReverted(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert_eq!(apid.stored().as_deref(), Some(old.as_bytes()));
+    drop(events);
+    apid.stop().await;
+}
+
+#[tokio::test]
+async fn reset_is_recorded_for_pid1_then_reboots() {
+    let mut apid = Apid::start().await;
+    let pki = Pki::new("machine CA");
+    let mut c = apid.client(insecure).await;
+    // Not in maintenance mode: there is nothing to reset.
+    let err = c
+        .reset(ResetRequest { wipe_state: true })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    c.apply_configuration(apply(&pki.config("node-12"), ApplyMode::Auto, 0))
+        .await
+        .unwrap();
+    let operator = pki.role(Role::Operator);
+    let mut o = apid.client(|| pki.trust(&operator)).await;
+    let err = o
+        .reset(ResetRequest { wipe_state: false })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let admin = pki.role(Role::Admin);
+    let mut a = apid.client(|| pki.trust(&admin)).await;
+    a.reset(ResetRequest { wipe_state: true }).await.unwrap();
+    let store = ConfigStore::new(&apid.dir.path().join("state"));
+    assert_eq!(
+        store.reset_request().unwrap(),
+        Some(kiln_config_store::reset::ResetRequest { wipe_state: true })
+    );
+    let exit = tokio::time::timeout(TIMEOUT, apid.init_exit.take().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit, Some(Exit::Signal(libc::SIGINT)));
+    apid.stop().await;
+}
+
+/// An HTTP server on loopback (hyper's) that answers 503 to the first
+/// `failures` requests, then `body`; counts the requests.
+async fn config_server(
+    body: String,
+    failures: usize,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (body, count) = (body.clone(), count.clone());
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let answer = if req.uri().path() != "/node.yaml" {
+                    (404, String::new())
+                } else if n < failures {
+                    (503, String::new())
+                } else {
+                    (200, body.clone())
+                };
+                async move {
+                    hyper::Response::builder()
+                        .status(answer.0)
+                        .body(Full::new(Bytes::from(answer.1)))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, served)
+}
+
+fn source(addr: SocketAddr, sha256: Option<[u8; 32]>) -> ConfigSource {
+    ConfigSource {
+        url: HttpUrl::parse(&format!("http://{addr}/node.yaml")).unwrap(),
+        sha256,
+    }
+}
+
+#[tokio::test]
+async fn config_fetched_from_the_command_line_url() {
+    use sha2::Digest;
+    let pki = Pki::new("machine CA");
+    let config = pki.config("node-13");
+    // The server fails twice first: apid retries with backoff.
+    let (addr, served) = config_server(config.clone(), 2).await;
+    let pin: [u8; 32] = sha2::Sha256::digest(config.as_bytes()).into();
+    let apid = Apid::start_full(true, Some(source(addr, Some(pin))), |_| {}).await;
+    let admin = pki.role(Role::Admin);
+    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let v = a.version(VersionRequest {}).await.unwrap().into_inner();
+    assert_eq!(v.mode, Mode::Configured as i32);
+    assert_eq!(apid.stored().as_deref(), Some(config.as_bytes()));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+    apid.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_fetched_config_leaves_the_node_in_maintenance() {
+    let pki = Pki::new("machine CA");
+    for (config, pin) in [
+        // Fails validation.
+        (pki.config("Not_A_Hostname"), None),
+        // Valid, but not the pinned document.
+        (pki.config("node-14"), Some([0u8; 32])),
+    ] {
+        let (addr, served) = config_server(config, 0).await;
+        let apid = Apid::start_full(true, Some(source(addr, pin)), |_| {}).await;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while served.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never fetched");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut c = apid.client(insecure).await;
+        let v = c.version(VersionRequest {}).await.unwrap().into_inner();
+        assert_eq!(v.mode, Mode::Maintenance as i32);
+        assert_eq!(apid.stored(), None);
+        // Not retried: the document will not get better.
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+        apid.stop().await;
+    }
 }
