@@ -85,7 +85,7 @@ fn pull_list_status_remove_and_collect() {
         let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
         let r = &reg.addr;
 
-        // RuntimeService: Version, and UNIMPLEMENTED for the rest.
+        // RuntimeService: Version, and UNIMPLEMENTED for what is not written.
         let v = cri
             .runtime
             .version(VersionRequest::default())
@@ -98,7 +98,7 @@ fn pull_list_status_remove_and_collect() {
         );
         let err = cri
             .runtime
-            .status(StatusRequest::default())
+            .create_container(CreateContainerRequest::default())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
