@@ -17,7 +17,8 @@ personalities:
   netd      service: host networking (links, addresses, routes, DHCPv4, DNS)
   apid      service: the machine API (gRPC over TLS on TCP 50000)
   timed     service: time sync (SNTP client; steps, slews, writes the RTC)
-  cri       service: the CRI runtime (image side so far) on /run/kiln/cri.sock
+  cri       service: the CRI runtime on /run/kiln/cri.sock
+  cri-shim  started by cri: holds one container (not run by hand)
   modprobe  the kernel's module loader helper (/sbin/modprobe)
 ";
 
@@ -48,6 +49,10 @@ fn main() -> ExitCode {
         Some("apid") => service(kiln_apid::run),
         Some("timed") => service(kiln_timed::run),
         Some("cri") => cri(args),
+        Some("cri-shim") => {
+            let rest: Vec<String> = args.collect();
+            ExitCode::from(kiln_cri::runtime::shim::main(&rest).clamp(0, 255) as u8)
+        }
         Some("modprobe") => modprobe::main(args),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -64,7 +69,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `kiln cri [--socket P] [--root P] [--insecure-registry H]…`.
+/// `kiln cri [--socket P] [--root P] [--state P] [--cni-bin-dir P] [--cni-conf-dir P] [--insecure-registry H]…`.
 fn cri(args: impl Iterator<Item = String>) -> ExitCode {
     use argh::FromArgs as _;
     let rest: Vec<String> = args.collect();

@@ -46,6 +46,8 @@ pub struct Args {
 pub enum Error {
     #[error("cannot start the async runtime: {0}")]
     Tokio(std::io::Error),
+    #[error("cannot find the running executable (the shim is its cri-shim personality): {0}")]
+    Exe(std::io::Error),
     #[error("image store {root}: {source}")]
     Store {
         root: PathBuf,
@@ -75,16 +77,23 @@ pub fn run(args: Args) -> Result<(), Error> {
             root: args.root.clone(),
             source,
         })?;
-        let runtime = runtime::Runtime::open(runtime::RuntimeConfig {
-            root: args.root.clone(),
-            state: args.state.clone(),
-            cni: runtime::cni::Cni {
-                bin_dir: args.cni_bin_dir.clone(),
-                conf_dir: args.cni_conf_dir.clone(),
+        let store = Arc::new(store);
+        // Shims are this same binary's `cri-shim` personality.
+        let exe = std::env::current_exe().map_err(Error::Exe)?;
+        let runtime = runtime::Runtime::open(
+            runtime::RuntimeConfig {
+                root: args.root.clone(),
+                state: args.state.clone(),
+                cni: runtime::cni::Cni {
+                    bin_dir: args.cni_bin_dir.clone(),
+                    conf_dir: args.cni_conf_dir.clone(),
+                },
+                shim: vec![exe.display().to_string(), "cri-shim".into()],
             },
-        })
+            store.clone(),
+        )
         .await?;
-        server::serve(Arc::new(store), runtime, &args.socket, stop()).await?;
+        server::serve(store, runtime, &args.socket, stop()).await?;
         Ok(())
     })
 }

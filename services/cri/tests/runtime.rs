@@ -479,10 +479,10 @@ fn bad_requests_get_named_errors_and_leak_nothing() {
         assert!(!cond.status);
         assert!(cond.message.contains("`name`"), "{cond:?}");
 
-        // Container RPCs are not written yet: UNIMPLEMENTED, not a fake.
+        // Exec is not written yet: UNIMPLEMENTED, not a fake.
         let err = cri
             .runtime
-            .create_container(CreateContainerRequest::default())
+            .exec_sync(ExecSyncRequest::default())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);

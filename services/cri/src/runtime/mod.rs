@@ -10,13 +10,18 @@
 //! `<state>/ns/<id>/{net,ipc,uts}` (on /run: the namespaces die with the
 //! machine, and a sandbox found without them after a reboot is NOTREADY).
 //!
-//! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`.
+//! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
+//! containers: `container` (the lifecycle), `spec` (the OCI spec), `shim/`
+//! (the process that holds a container).
 
 pub mod cni;
+pub mod container;
 pub mod netns;
 pub mod record;
 mod recover;
 mod sandbox;
+pub mod shim;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use sandbox::{Sandbox, SandboxView};
 
+use crate::image::ImageStore;
 use cni::{Cni, CniError};
 use netns::NetnsError;
 use record::RecordError;
@@ -41,6 +47,9 @@ pub struct RuntimeConfig {
     /// Volatile state (namespaces), on a tmpfs on a node.
     pub state: PathBuf,
     pub cni: Cni,
+    /// The shim command: a program and its leading arguments
+    /// (`kiln cri-shim` on a node).
+    pub shim: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +61,14 @@ pub enum RuntimeError {
     },
     #[error("pod sandbox {0:?} not found")]
     NotFound(String),
+    #[error("container {0:?} not found")]
+    ContainerNotFound(String),
+    #[error("image {0:?} not found (pull it first)")]
+    ImageNotFound(String),
+    #[error("starting container {id}: {message}")]
+    Start { id: String, message: String },
+    #[error("container {id} did not exit after SIGKILL")]
+    Stop { id: String },
     #[error("pod sandbox ID prefix {0:?} matches more than one sandbox")]
     Ambiguous(String),
     #[error("pod sandbox name {name:?} is already used by sandbox {id}")]
@@ -79,21 +96,42 @@ pub enum RuntimeError {
 struct Index {
     by_id: HashMap<String, Arc<tokio::sync::Mutex<Sandbox>>>,
     names: HashMap<String, String>,
+    containers: HashMap<
+        String,
+        (
+            container::ContainerRecord,
+            crate::proto::v1::ContainerConfig,
+        ),
+    >,
+    container_names: HashMap<String, String>,
 }
 
 pub struct Runtime {
     config: RuntimeConfig,
+    images: Arc<ImageStore>,
     index: Mutex<Index>,
 }
 
 impl Runtime {
-    /// Opens the runtime state, recovering sandboxes from disk.
-    pub async fn open(config: RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
+    /// Opens the runtime state, recovering sandboxes and containers from
+    /// disk.
+    pub async fn open(
+        config: RuntimeConfig,
+        images: Arc<ImageStore>,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        if config.shim.is_empty() {
+            return Err(RuntimeError::Invalid {
+                field: "shim",
+                problem: "the shim command must not be empty".into(),
+            });
+        }
         let rt = Arc::new(Self {
             config,
+            images,
             index: Mutex::new(Index::default()),
         });
         recover::recover(&rt).await?;
+        rt.recover_containers()?;
         Ok(rt)
     }
 

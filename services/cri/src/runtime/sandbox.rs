@@ -225,6 +225,9 @@ impl Runtime {
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let s = self.get(id)?;
         let mut s = s.lock().await;
+        for c in self.containers_of(&s.record.id) {
+            self.stop_container(&c, 0).await?;
+        }
         stop_locked(&self.config.cni, &mut s).await
     }
 
@@ -237,6 +240,9 @@ impl Runtime {
             Err(e) => return Err(e),
         };
         let mut s = s.lock().await;
+        for c in self.containers_of(&s.record.id) {
+            self.remove_container(&c).await?;
+        }
         stop_locked(&self.config.cni, &mut s).await?;
         std::fs::remove_dir_all(&s.dir).map_err(|source| RuntimeError::Io {
             path: s.dir.clone(),

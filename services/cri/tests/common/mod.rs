@@ -69,14 +69,18 @@ impl Cri {
         let socket = dir.path().join("cri.sock");
         let store = Arc::new(ImageStore::open(&root, insecure.to_vec()).unwrap());
         std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
-        let runtime = Runtime::open(RuntimeConfig {
-            root: root.clone(),
-            state: dir.path().join("state"),
-            cni: Cni {
-                bin_dir: CNI_BIN_DIR.into(),
-                conf_dir: dir.path().join("net.d"),
+        let runtime = Runtime::open(
+            RuntimeConfig {
+                root: root.clone(),
+                state: dir.path().join("state"),
+                cni: Cni {
+                    bin_dir: CNI_BIN_DIR.into(),
+                    conf_dir: dir.path().join("net.d"),
+                },
+                shim: vec![env!("CARGO_BIN_EXE_kiln-cri-shim").into()],
             },
-        })
+            store.clone(),
+        )
         .await
         .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -154,6 +158,15 @@ async fn connect(socket: &Path) -> Channel {
         }))
         .await
         .unwrap()
+}
+
+/// Builds the test images (`oci::build`) and pushes `busybox` as
+/// `kiln/busybox:1`.
+pub fn push_busybox(reg: &registry::Registry) -> (tempfile::TempDir, oci::Layout, oci::Built) {
+    let work = tempfile::tempdir().unwrap();
+    let (layout, built) = oci::build(&work.path().join("layout"));
+    reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+    (work, layout, built)
 }
 
 /// A free TCP port on 127.0.0.1 (in the test's namespace).

@@ -1,7 +1,9 @@
-//! RuntimeService: Version, Status and the pod sandbox RPCs (one module
-//! each group: `status`, `sandbox`). Every other RPC is tonic's generated
-//! stub, answering UNIMPLEMENTED until the container side exists.
+//! RuntimeService: Version, Status, the pod sandbox and the container RPCs
+//! (one module each group: `status`, `sandbox`, `container`). Every other
+//! RPC (exec, attach, port-forward, stats, events, update, log reopening)
+//! is tonic's generated stub, answering UNIMPLEMENTED until it is written.
 
+mod container;
 mod sandbox;
 mod status;
 
@@ -33,7 +35,9 @@ impl RuntimeApi {
 fn status(e: RuntimeError) -> Status {
     let code = match &e {
         RuntimeError::Invalid { .. } | RuntimeError::Ambiguous(_) => Code::InvalidArgument,
-        RuntimeError::NotFound(_) => Code::NotFound,
+        RuntimeError::NotFound(_)
+        | RuntimeError::ContainerNotFound(_)
+        | RuntimeError::ImageNotFound(_) => Code::NotFound,
         RuntimeError::AlreadyExists { .. } => Code::AlreadyExists,
         RuntimeError::Unsupported { .. } => Code::Unimplemented,
         RuntimeError::Cni(_) => Code::Unavailable,
@@ -107,5 +111,55 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(
             sandbox::list(&self.rt, req.into_inner()).await,
         ))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        container::create(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        container::start(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        container::stop(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        container::remove(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        container::status(&self.rt, req.into_inner()).map(Response::new)
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        Ok(Response::new(container::list(&self.rt, req.into_inner())))
     }
 }
