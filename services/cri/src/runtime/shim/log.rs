@@ -25,13 +25,18 @@ pub fn copy(mut from: impl Read, stream: &str, to: &Arc<Mutex<File>>) {
             Err(_) => break,
         };
         pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-            emit(to, stream, 'F', &pending[..pos]);
-            pending.drain(..=pos);
-        }
-        while pending.len() >= MAX_LINE {
-            emit(to, stream, 'P', &pending[..MAX_LINE]);
-            pending.drain(..MAX_LINE);
+        loop {
+            match pending.iter().position(|&b| b == b'\n') {
+                Some(pos) if pos <= MAX_LINE => {
+                    emit(to, stream, 'F', &pending[..pos]);
+                    pending.drain(..=pos);
+                }
+                _ if pending.len() >= MAX_LINE => {
+                    emit(to, stream, 'P', &pending[..MAX_LINE]);
+                    pending.drain(..MAX_LINE);
+                }
+                _ => break,
+            }
         }
     }
     if !pending.is_empty() {
