@@ -1,8 +1,9 @@
 //! kiln-cri: Kiln's container runtime, a CRI v1 gRPC server on a unix
 //! socket: `image` (pull, store, unpack, snapshots, records, GC), `runtime`
-//! (pod sandboxes: namespaces, CNI) and `server` (the gRPC services).
-//! Containers, shims, logs and streaming come next; their RPCs answer
-//! UNIMPLEMENTED meanwhile.
+//! (pod sandboxes: namespaces, CNI; containers: OCI spec, overlay rootfs,
+//! the per-container shim running libcontainer, CRI logs) and `server` (the
+//! gRPC services). Exec, attach, port-forward, stats and events come next;
+//! their RPCs answer UNIMPLEMENTED meanwhile.
 
 mod fsutil;
 pub mod image;
