@@ -383,6 +383,63 @@ fn stop_kills_after_the_timeout_and_a_restart_keeps_containers() {
 }
 
 #[test]
+fn containers_in_two_pods_talk_over_the_pod_network() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let server_pod = run_pod(&mut cri, "server").await;
+        let client_pod = run_pod(&mut cri, "client").await;
+        let server_ip = cri
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: server_pod.0.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .network
+            .unwrap()
+            .ip;
+
+        let server = create(
+            &mut cri,
+            &server_pod,
+            container_config("server", &image, "nc -l -p 8080"),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &server).await;
+        let script = format!(
+            "i=0; while [ $i -lt 100 ]; do echo hello-from-$(hostname) | nc -w 2 {server_ip} 8080 && exit 0; i=$((i+1)); sleep 0.1; done; exit 1"
+        );
+        let client = create(
+            &mut cri,
+            &client_pod,
+            container_config("client", &image, &script),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &client).await;
+        let c = wait_exited(&mut cri, &client, Duration::from_secs(30)).await;
+        assert_eq!(c.exit_code, 0, "{c:?}");
+        let s = wait_exited(&mut cri, &server, Duration::from_secs(30)).await;
+        assert_eq!(s.exit_code, 0, "{s:?}");
+        let lines: Vec<String> = log_entries(&logs(&cri).join("server.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["hello-from-host-client"]);
+
+        remove_pod(&mut cri, &server_pod.0).await;
+        remove_pod(&mut cri, &client_pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
 fn bad_container_requests_get_named_errors() {
     in_netns(|| async {
         let (_reg, _work, mut cri, image) = setup().await;
