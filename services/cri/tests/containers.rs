@@ -439,6 +439,116 @@ fn containers_in_two_pods_talk_over_the_pod_network() {
     });
 }
 
+async fn exec(
+    cri: &mut Cri,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<ExecSyncResponse, tonic::Status> {
+    cri.runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn exec_sync_runs_in_the_running_container() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "exec").await;
+        // As root (run_as_user 0 over the image's user 1000), to write /.
+        let mut config = container_config(
+            "svc",
+            &image,
+            "echo state > /state; while true; do sleep 1; done",
+        );
+        config.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 0 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = create(&mut cri, &pod, config).await.unwrap();
+        start(&mut cri, &id).await;
+
+        // The command sees the container's own files (its upper dir), the
+        // image's layers and the pod's hostname; output and exit code
+        // come back per stream.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            let r = exec(&mut cri, &id, &["cat", "/state", "/etc/hostname"], 10)
+                .await
+                .unwrap();
+            if r.exit_code == 0 || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "state\nkiln\n");
+        let r = exec(
+            &mut cri,
+            &id,
+            &["sh", "-c", "echo out:$(hostname); echo err >&2; exit 4"],
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&r.stdout).as_ref(),
+                String::from_utf8_lossy(&r.stderr).as_ref(),
+                r.exit_code
+            ),
+            ("out:host-exec\n", "err\n", 4)
+        );
+
+        // A background process holding the output pipes does not hold up
+        // the answer.
+        let t = Instant::now();
+        let r = exec(&mut cri, &id, &["sh", "-c", "sleep 20 & echo left"], 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+            ("left\n", 0)
+        );
+        assert!(t.elapsed() < Duration::from_secs(10));
+
+        // A command overrunning its timeout is killed: DEADLINE_EXCEEDED.
+        let t = Instant::now();
+        let err = exec(&mut cri, &id, &["sh", "-c", "sleep 30"], 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+
+        let err = exec(&mut cri, &id, &[], 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = exec(&mut cri, &"0".repeat(64), &["true"], 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        let err = exec(&mut cri, &id, &["true"], 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
 #[test]
 fn bad_container_requests_get_named_errors() {
     in_netns(|| async {

@@ -98,7 +98,7 @@ fn pull_list_status_remove_and_collect() {
         );
         let err = cri
             .runtime
-            .exec_sync(ExecSyncRequest::default())
+            .attach(AttachRequest::default())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);

@@ -479,10 +479,10 @@ fn bad_requests_get_named_errors_and_leak_nothing() {
         assert!(!cond.status);
         assert!(cond.message.contains("`name`"), "{cond:?}");
 
-        // Exec is not written yet: UNIMPLEMENTED, not a fake.
+        // Attach is not written yet: UNIMPLEMENTED, not a fake.
         let err = cri
             .runtime
-            .exec_sync(ExecSyncRequest::default())
+            .attach(AttachRequest::default())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);

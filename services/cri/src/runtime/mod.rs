@@ -69,6 +69,12 @@ pub enum RuntimeError {
     Start { id: String, message: String },
     #[error("container {id} did not exit after SIGKILL")]
     Stop { id: String },
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("exec: {0}")]
+    Exec(String),
+    #[error("exec timed out after {0} s (the command was killed)")]
+    ExecTimeout(i64),
     #[error("pod sandbox ID prefix {0:?} matches more than one sandbox")]
     Ambiguous(String),
     #[error("pod sandbox name {name:?} is already used by sandbox {id}")]

@@ -9,8 +9,10 @@
 //! and restart at any time: the container and its exit record do not
 //! depend on it. Stop is a signal to the recorded container pid.
 //!
-//! argv: `<id> <container dir> <bundle dir> <libcontainer root> <log path or "">`.
+//! argv: `<id> <container dir> <bundle dir> <libcontainer root> <log path or "">`;
+//! `exec …` runs the ExecSync helper instead (`exec`).
 
+pub mod exec;
 pub mod files;
 pub mod log;
 
@@ -55,6 +57,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
 
 /// The shim's entry point; returns the foreground process's exit status.
 pub fn main(argv: &[String]) -> i32 {
+    if argv.first().map(String::as_str) == Some("exec") {
+        return exec::main(&argv[1..]);
+    }
     let args = match parse(argv) {
         Ok(a) => a,
         Err(e) => {

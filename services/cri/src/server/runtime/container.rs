@@ -1,6 +1,6 @@
 //! The container RPCs: CreateContainer, StartContainer, StopContainer,
-//! RemoveContainer, ContainerStatus and ListContainers (filters: ID or ID
-//! prefix, state, sandbox, labels).
+//! RemoveContainer, ContainerStatus, ListContainers (filters: ID or ID
+//! prefix, state, sandbox, labels) and ExecSync.
 
 use std::sync::Arc;
 
@@ -119,4 +119,16 @@ pub fn list(rt: &Runtime, req: ListContainersRequest) -> ListContainersResponse 
         .collect();
     containers.sort_by_key(|c| c.created_at);
     ListContainersResponse { containers }
+}
+
+pub async fn exec_sync(rt: &Runtime, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
+    let out = rt
+        .exec_sync(&req.container_id, req.cmd, req.timeout)
+        .await
+        .map_err(to_status)?;
+    Ok(ExecSyncResponse {
+        stdout: out.0,
+        stderr: out.1,
+        exit_code: out.2,
+    })
 }

@@ -40,6 +40,8 @@ fn status(e: RuntimeError) -> Status {
         | RuntimeError::ImageNotFound(_) => Code::NotFound,
         RuntimeError::AlreadyExists { .. } => Code::AlreadyExists,
         RuntimeError::Unsupported { .. } => Code::Unimplemented,
+        RuntimeError::NotRunning(_) => Code::FailedPrecondition,
+        RuntimeError::ExecTimeout(_) => Code::DeadlineExceeded,
         RuntimeError::Cni(_) => Code::Unavailable,
         _ => Code::Internal,
     };
@@ -161,5 +163,14 @@ impl RuntimeService for RuntimeApi {
         req: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
         Ok(Response::new(container::list(&self.rt, req.into_inner())))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        container::exec_sync(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
