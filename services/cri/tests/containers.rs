@@ -223,21 +223,48 @@ fn a_container_logs_and_exits_with_its_code() {
             ]
         );
 
-        // Exit 0 is Completed; the request's env reaches the process.
-        let mut ok = container_config("c2", &image, "echo $GREETING");
+        // Exit 0 is Completed; the request's env and OOM score reach the
+        // process.
+        let mut ok = container_config("c2", &image, "echo $GREETING; cat /proc/self/oom_score_adj");
         ok.envs = vec![KeyValue {
             key: "GREETING".into(),
             value: "hi there".into(),
         }];
+        ok.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                oom_score_adj: 500,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         let id2 = create(&mut cri, &pod, ok).await.unwrap();
         start(&mut cri, &id2).await;
         let s = wait_exited(&mut cri, &id2, Duration::from_secs(20)).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
-        let entries = log_entries(&logs(&cri).join("c2.log"));
-        assert_eq!(
-            entries,
-            vec![("stdout".into(), "F".into(), "hi there".into())]
-        );
+        let lines: Vec<String> = log_entries(&logs(&cri).join("c2.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["hi there", "500"]);
+
+        // A negative score (kubelet's for Guaranteed pods) starts the
+        // container even where the host refuses lowering scores (this
+        // one): it then keeps the runtime's.
+        let mut negative = container_config("c3", &image, "cat /proc/self/oom_score_adj");
+        negative.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                oom_score_adj: -997,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id3 = create(&mut cri, &pod, negative).await.unwrap();
+        start(&mut cri, &id3).await;
+        let s = wait_exited(&mut cri, &id3, Duration::from_secs(20)).await;
+        assert_eq!(s.exit_code, 0);
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        let score = log_entries(&logs(&cri).join("c3.log")).remove(0).2;
+        assert!(score == "-997" || score == own.trim(), "{score}");
 
         // ListContainers with filters.
         let list = |f: ContainerFilter| {
@@ -262,7 +289,7 @@ fn a_container_logs_and_exits_with_its_code() {
             pod_sandbox_id: pod.0.clone(),
             ..Default::default()
         };
-        assert_eq!(list(by_pod).await.len(), 2);
+        assert_eq!(list(by_pod).await.len(), 3);
         let running = ContainerFilter {
             state: Some(ContainerStateValue {
                 state: ContainerState::ContainerRunning as i32,

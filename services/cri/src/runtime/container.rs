@@ -236,6 +236,7 @@ impl Runtime {
             .map(|l| l.cgroup_parent.clone())
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "/kiln-cri".into());
+        let oom_score_adj = self.oom_score_adj(&id, &config);
         let prepared = {
             let (config, record, dir, bundle) =
                 (config.clone(), record.clone(), dir.clone(), bundle.clone());
@@ -249,6 +250,7 @@ impl Runtime {
                         ipc: super::netns::path(&ns, "ipc"),
                         uts: super::netns::path(&ns, "uts"),
                         cgroups_path: format!("{cgroup_parent}/{}", record.id),
+                        oom_score_adj,
                     })
                 })
             })
@@ -263,6 +265,21 @@ impl Runtime {
         self.index().containers.insert(id.clone(), (record, config));
         tracing::info!(container = %id, sandbox = %sandbox_id, name = %name, "container created");
         Ok(id)
+    }
+
+    /// The request's OOM score, unless it is below ours on a host that
+    /// refuses that: then a warning, and the container inherits ours.
+    fn oom_score_adj(&self, id: &str, config: &ContainerConfig) -> Option<i32> {
+        let want = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
+            .map(|r| r.oom_score_adj.clamp(-1000, 1000) as i32)?;
+        if want < self.own_oom_score && !self.can_lower_oom {
+            tracing::warn!(container = %id, want, "oom_score_adj below the runtime's is refused on this host; inherited instead");
+            return Some(self.own_oom_score);
+        }
+        Some(want)
     }
 
     /// StartContainer: runs the shim and returns once the container runs.

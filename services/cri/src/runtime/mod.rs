@@ -116,6 +116,10 @@ pub struct Runtime {
     config: RuntimeConfig,
     images: Arc<ImageStore>,
     index: Mutex<Index>,
+    /// Whether this process may lower an OOM score below its own (some
+    /// hosts refuse it; a Kiln node allows it).
+    can_lower_oom: bool,
+    own_oom_score: i32,
 }
 
 impl Runtime {
@@ -131,10 +135,13 @@ impl Runtime {
                 problem: "the shim command must not be empty".into(),
             });
         }
+        let (own_oom_score, can_lower_oom) = probe_oom_score();
         let rt = Arc::new(Self {
             config,
             images,
             index: Mutex::new(Index::default()),
+            can_lower_oom,
+            own_oom_score,
         });
         recover::recover(&rt).await?;
         rt.recover_containers()?;
@@ -201,6 +208,29 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// This process's OOM score and whether it may go lower: it tries one
+/// lower and goes back (raising is always allowed).
+fn probe_oom_score() -> (i32, bool) {
+    const PATH: &str = "/proc/self/oom_score_adj";
+    let own = std::fs::read_to_string(PATH)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    if own <= -1000 {
+        return (own, true);
+    }
+    let lowered = std::fs::write(PATH, (own - 1).to_string()).is_ok();
+    if lowered {
+        let _ = std::fs::write(PATH, own.to_string());
+    } else {
+        tracing::warn!(
+            own,
+            "this host refuses lowering OOM scores: containers asking for a lower score keep the runtime's"
+        );
+    }
+    (own, lowered)
 }
 
 /// 64 random hex digits, as container runtimes' IDs are.

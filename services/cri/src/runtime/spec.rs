@@ -28,6 +28,8 @@ pub struct Inputs<'a> {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub cgroups_path: String,
+    /// The OOM score the container gets (`None`: inherited from the shim).
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The capabilities a container gets by default (containerd's set).
@@ -342,6 +344,7 @@ pub fn build(inp: &Inputs<'_>) -> Result<Spec, RuntimeError> {
     process.set_cwd(cwd.into());
     process.set_user(user(config, inp.image, inp.rootfs)?);
     process.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
+    process.set_oom_score_adj(inp.oom_score_adj);
     let caps: Capabilities = if privileged {
         cap_set("privileged", ALL_CAPS)?
     } else {
@@ -482,6 +485,7 @@ mod tests {
                 ipc: None,
                 uts: None,
                 cgroups_path: "/t".into(),
+                oom_score_adj: None,
             })
             .unwrap();
             spec.process()
@@ -525,6 +529,7 @@ mod tests {
                 ipc: None,
                 uts: None,
                 cgroups_path: "/t".into(),
+                oom_score_adj: None,
             })
             .map(|_| ())
             .unwrap_err()
