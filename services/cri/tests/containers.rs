@@ -56,6 +56,14 @@ fn pod_config(cri: &Cri, name: &str) -> PodSandboxConfig {
         }),
         hostname: format!("host-{name}"),
         log_directory: logs(cri).display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        }),
         ..Default::default()
     }
 }
@@ -508,7 +516,7 @@ fn exec_sync_runs_in_the_running_container() {
         // come back per stream.
         let deadline = Instant::now() + Duration::from_secs(10);
         let r = loop {
-            let r = exec(&mut cri, &id, &["cat", "/state", "/etc/hostname"], 10)
+            let r = exec(&mut cri, &id, &["cat", "/state", "/opt/keep"], 10)
                 .await
                 .unwrap();
             if r.exit_code == 0 || Instant::now() > deadline {
@@ -516,7 +524,7 @@ fn exec_sync_runs_in_the_running_container() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        assert_eq!(String::from_utf8_lossy(&r.stdout), "state\nkiln\n");
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "state\nkeep");
         let r = exec(
             &mut cri,
             &id,
@@ -532,6 +540,20 @@ fn exec_sync_runs_in_the_running_container() {
                 r.exit_code
             ),
             ("out:host-exec\n", "err\n", 4)
+        );
+
+        // The pod's hostname and DNS config, bind-mounted over the image's.
+        let r = exec(
+            &mut cri,
+            &id,
+            &["cat", "/etc/hostname", "/etc/resolv.conf"],
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout),
+            "host-exec\nsearch default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
         );
 
         // A background process holding the output pipes does not hold up

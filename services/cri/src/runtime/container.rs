@@ -237,6 +237,12 @@ impl Runtime {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "/kiln-cri".into());
         let oom_score_adj = self.oom_score_adj(&id, &config);
+        let pod_dir = self.sandboxes_dir().join(&sandbox_id);
+        let pod_files: Vec<(PathBuf, &'static str)> = super::sandbox::ETC_FILES
+            .iter()
+            .map(|(name, dest)| (pod_dir.join(name), *dest))
+            .filter(|(source, _)| source.exists())
+            .collect();
         let prepared = {
             let (config, record, dir, bundle) =
                 (config.clone(), record.clone(), dir.clone(), bundle.clone());
@@ -251,6 +257,7 @@ impl Runtime {
                         uts: super::netns::path(&ns, "uts"),
                         cgroups_path: format!("{cgroup_parent}/{}", record.id),
                         oom_score_adj,
+                        pod_files,
                     })
                 })
             })

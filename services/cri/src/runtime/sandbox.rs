@@ -40,6 +40,47 @@ impl Sandbox {
     }
 }
 
+/// Files every container of the pod gets bind-mounted: `hostname`, and
+/// `resolv.conf` when kubelet sent a DNS config.
+pub const ETC_FILES: [(&str, &str); 2] = [
+    ("hostname", "/etc/hostname"),
+    ("resolv.conf", "/etc/resolv.conf"),
+];
+
+fn write_etc_files(
+    dir: &Path,
+    config: &PodSandboxConfig,
+    host_network: bool,
+) -> Result<(), RuntimeError> {
+    let hostname = if host_network || config.hostname.is_empty() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    };
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        crate::fsutil::write_atomic(&path, text.as_bytes())
+            .map_err(|source| RuntimeError::Io { path, source })
+    };
+    write("hostname", format!("{hostname}\n"))?;
+    if let Some(dns) = &config.dns_config {
+        let mut text = String::new();
+        if !dns.searches.is_empty() {
+            text += &format!("search {}\n", dns.searches.join(" "));
+        }
+        for server in &dns.servers {
+            text += &format!("nameserver {server}\n");
+        }
+        if !dns.options.is_empty() {
+            text += &format!("options {}\n", dns.options.join(" "));
+        }
+        write("resolv.conf", text)?;
+    }
+    Ok(())
+}
+
 /// kubelet's unique key for a sandbox.
 pub(super) fn name_key(config: &PodSandboxConfig) -> String {
     let m = config.metadata.clone().unwrap_or_default();
@@ -171,6 +212,7 @@ impl Runtime {
         })?;
         record::save_config(dir, &config)?;
         let (host_network, host_ipc) = host_modes(&config);
+        write_etc_files(dir, &config, host_network)?;
         // Host network pods keep the node's hostname too (kubelet's rule).
         let kinds = netns::Kinds {
             net: !host_network,

@@ -30,6 +30,9 @@ pub struct Inputs<'a> {
     pub cgroups_path: String,
     /// The OOM score the container gets (`None`: inherited from the shim).
     pub oom_score_adj: Option<i32>,
+    /// Pod files bind-mounted over the image's: (host file, container path);
+    /// a mount of the same path in the request wins.
+    pub pod_files: Vec<(PathBuf, &'static str)>,
 }
 
 /// The capabilities a container gets by default (containerd's set).
@@ -383,6 +386,22 @@ pub fn build(inp: &Inputs<'_>) -> Result<Spec, RuntimeError> {
     spec.set_process(Some(process));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let readonly = sc.is_some_and(|s| s.readonly_rootfs);
+    for (source, dest) in &inp.pod_files {
+        if config.mounts.iter().any(|m| m.container_path == *dest) {
+            continue;
+        }
+        let options = ["rbind", "rprivate", if readonly { "ro" } else { "rw" }];
+        mounts.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(source)
+                .options(options.map(String::from).to_vec())
+                .build()
+                .map_err(|e| invalid("pod files", e.to_string()))?,
+        );
+    }
     mounts.extend(bind_mounts(config)?);
     spec.set_mounts(Some(mounts));
 
@@ -486,6 +505,7 @@ mod tests {
                 uts: None,
                 cgroups_path: "/t".into(),
                 oom_score_adj: None,
+                pod_files: Vec::new(),
             })
             .unwrap();
             spec.process()
@@ -530,6 +550,7 @@ mod tests {
                 uts: None,
                 cgroups_path: "/t".into(),
                 oom_score_adj: None,
+                pod_files: Vec::new(),
             })
             .map(|_| ())
             .unwrap_err()
