@@ -1,7 +1,7 @@
-//! The container lifecycle. CreateContainer prepares everything on disk —
-//! `<root>/containers/<id>/` (record, request, overlay upper/work dirs) and
-//! the bundle `<state>/containers/<id>/` (OCI `config.json`, the rootfs
-//! overlay mounted from the image's snapshots) — and StartContainer runs a
+//! The container lifecycle. CreateContainer prepares everything on disk
+//! (`bundle`: `<root>/containers/<id>/` with the record, the request and the
+//! overlay upper/work dirs; `<state>/containers/<id>/` with the OCI
+//! `config.json` and the rootfs overlay) and StartContainer runs a
 //! shim (`shim`) that creates and starts it with libcontainer. The state
 //! is read from what the shim records, never kept only in memory: CREATED
 //! (no `started.json`), RUNNING (started, the shim alive), EXITED
@@ -11,15 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
 use crate::proto::v1::{ContainerConfig, ContainerState};
 
+use super::bundle::{prepare, unprepare};
 use super::shim::files::{self, Exited, Started};
 use super::{new_id, now_ns, spec, Runtime, RuntimeError};
 
@@ -37,7 +36,7 @@ pub struct ContainerRecord {
 }
 
 pub const RECORD: &str = "container.json";
-const CONFIG: &str = "config.pb";
+pub(super) const CONFIG: &str = "config.pb";
 
 /// A container's state as observed now.
 #[derive(Debug, Clone)]
@@ -62,7 +61,7 @@ pub(super) fn name_key(sandbox_id: &str, config: &ContainerConfig) -> String {
     format!("{}_{}_{}", m.name, sandbox_id, m.attempt)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
     move |source| RuntimeError::Io {
         path: path.to_path_buf(),
         source,
@@ -114,7 +113,7 @@ fn alive(pid: i32) -> bool {
 }
 
 impl Runtime {
-    fn containers_dir(&self) -> PathBuf {
+    pub(super) fn containers_dir(&self) -> PathBuf {
         self.config.root.join("containers")
     }
 
@@ -126,7 +125,7 @@ impl Runtime {
         self.config.state.join("libcontainer")
     }
 
-    fn container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+    pub(super) fn container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
         if id.is_empty() {
             return Err(RuntimeError::Invalid {
                 field: "container_id",
@@ -372,57 +371,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// ExecSync: runs `cmd` in the running container through the shim's
-    /// exec helper; returns (stdout, stderr, exit code).
-    pub async fn exec_sync(
-        &self,
-        id: &str,
-        cmd: Vec<String>,
-        timeout: i64,
-    ) -> Result<(Vec<u8>, Vec<u8>, i32), RuntimeError> {
-        if cmd.is_empty() {
-            return Err(RuntimeError::Invalid {
-                field: "cmd",
-                problem: "must not be empty".into(),
-            });
-        }
-        let rec = self.container(id)?;
-        if observe(&self.containers_dir().join(&rec.id)).state != ContainerState::ContainerRunning {
-            return Err(RuntimeError::NotRunning(rec.id));
-        }
-        let out = tokio::process::Command::new(&self.config.shim[0])
-            .args(&self.config.shim[1..])
-            .arg("exec")
-            .arg(&rec.id)
-            .arg(self.youki_root())
-            .arg(timeout.max(0).to_string())
-            .args(&cmd)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(io(Path::new(&self.config.shim[0])))?;
-        if !out.status.success() {
-            return Err(RuntimeError::Exec(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
-        let outcome: super::shim::exec::Outcome = serde_json::from_slice(&out.stdout)
-            .map_err(|e| RuntimeError::Exec(format!("the exec helper's answer: {e}")))?;
-        if outcome.timed_out {
-            return Err(RuntimeError::ExecTimeout(timeout));
-        }
-        let decode = |s: &str| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s)
-                .map_err(|e| RuntimeError::Exec(format!("the exec helper's output: {e}")))
-        };
-        Ok((
-            decode(&outcome.stdout)?,
-            decode(&outcome.stderr)?,
-            outcome.exit_code,
-        ))
-    }
-
     /// ContainerStatus.
     pub fn container_status(&self, id: &str) -> Result<ContainerView, RuntimeError> {
         let rec = self.container(id)?;
@@ -494,69 +442,4 @@ async fn wait_exit(dir: &Path, timeout: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Directories, the overlay rootfs, the spec, then the record (last: a
-/// directory without it is an unfinished creation).
-fn prepare(
-    dir: &Path,
-    bundle: &Path,
-    layers: &[PathBuf],
-    record: &ContainerRecord,
-    config: &ContainerConfig,
-    build: impl FnOnce(&Path) -> Result<oci_spec::runtime::Spec, RuntimeError>,
-) -> Result<(), RuntimeError> {
-    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), bundle.join("rootfs"));
-    for d in [&upper, &work, &rootfs] {
-        std::fs::create_dir_all(d).map_err(io(d))?;
-    }
-    write_atomic(&dir.join(CONFIG), &config.encode_to_vec()).map_err(io(dir))?;
-    let lower = layers
-        .iter()
-        .map(|l| l.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let options = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    );
-    mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|e| RuntimeError::Io {
-        path: rootfs.clone(),
-        source: std::io::Error::other(format!("overlay mount: {e}")),
-    })?;
-    let spec = build(&rootfs)?;
-    let data = serde_json::to_vec_pretty(&spec).map_err(|e| RuntimeError::Task(e.to_string()))?;
-    write_atomic(&bundle.join("config.json"), &data).map_err(io(bundle))?;
-    let data = serde_json::to_vec_pretty(record).map_err(|e| RuntimeError::Task(e.to_string()))?;
-    write_atomic(&dir.join(RECORD), &data).map_err(io(dir))
-}
-
-/// Unmounts the rootfs and deletes the container's directories.
-fn unprepare(dir: &Path, bundle: &Path) -> Result<(), RuntimeError> {
-    let rootfs = bundle.join("rootfs");
-    match umount2(&rootfs, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-        Err(e) => {
-            return Err(RuntimeError::Io {
-                path: rootfs,
-                source: std::io::Error::other(format!("unmount: {e}")),
-            })
-        }
-    }
-    for d in [bundle, dir] {
-        match std::fs::remove_dir_all(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(d)(e)),
-        }
-    }
-    Ok(())
 }

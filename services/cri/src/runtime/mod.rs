@@ -11,11 +11,14 @@
 //! machine, and a sandbox found without them after a reboot is NOTREADY).
 //!
 //! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
-//! containers: `container` (the lifecycle), `spec` (the OCI spec), `shim/`
-//! (the process that holds a container).
+//! containers: `container` (the lifecycle), `bundle` (rootfs and OCI
+//! bundle), `spec/` (the OCI spec), `exec` (ExecSync), `shim/` (the process
+//! that holds a container).
 
+mod bundle;
 pub mod cni;
 pub mod container;
+mod exec;
 pub mod netns;
 pub mod record;
 mod recover;
