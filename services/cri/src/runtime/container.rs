@@ -71,7 +71,7 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '
 /// Reads the shim's records.
 pub fn observe(dir: &Path) -> Observed {
     let started: Option<Started> = files::read(dir, files::STARTED);
-    let exited: Option<Exited> = files::read(dir, files::EXITED);
+    let mut exited: Option<Exited> = files::read(dir, files::EXITED);
     let (state, reason, message) = match (&started, &exited) {
         (_, Some(e)) => (
             ContainerState::ContainerExited,
@@ -88,11 +88,20 @@ pub fn observe(dir: &Path) -> Observed {
             String::new(),
             String::new(),
         ),
-        (Some(_), None) => (
-            ContainerState::ContainerExited,
-            "Error".into(),
-            "the shim ended without recording the container's exit".into(),
-        ),
+        (Some(s), None) => {
+            // The shim died (or the machine rebooted) before recording the
+            // exit: the code is unknown, reported as 255.
+            exited = Some(Exited {
+                exit_code: 255,
+                finished_at: s.started_at,
+                signal: None,
+            });
+            (
+                ContainerState::ContainerExited,
+                "Error".into(),
+                "the shim ended without recording the container's exit".into(),
+            )
+        }
         (None, None) => (
             ContainerState::ContainerCreated,
             String::new(),
@@ -193,7 +202,7 @@ impl Runtime {
         let run_config = self
             .images
             .run_config(&image)
-            .map_err(|e| RuntimeError::Task(e.to_string()))?;
+            .map_err(|e| RuntimeError::Image(e.to_string()))?;
         let sandbox_id = sandbox.record.id.clone();
         let key = name_key(&sandbox_id, &config);
         let id = new_id()?;

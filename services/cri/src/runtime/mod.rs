@@ -68,6 +68,8 @@ pub enum RuntimeError {
     ContainerNotFound(String),
     #[error("image {0:?} not found (pull it first)")]
     ImageNotFound(String),
+    #[error("image store: {0}")]
+    Image(String),
     #[error("starting container {id}: {message}")]
     Start { id: String, message: String },
     #[error("container {id} did not exit after SIGKILL")]
