@@ -17,7 +17,8 @@ personalities:
   netd      service: host networking (links, addresses, routes, DHCPv4, DNS)
   apid      service: the machine API (gRPC over TLS on TCP 50000)
   timed     service: time sync (SNTP client; steps, slews, writes the RTC)
-  cri       service: the CRI runtime (image side so far) on /run/kiln/cri.sock
+  cri       service: the CRI runtime on /run/kiln/cri.sock
+  cri-shim  started by cri: holds one container (not run by hand)
   modprobe  the kernel's module loader helper (/sbin/modprobe)
   kiln-bridge, kiln-host-local, kiln-loopback, kiln-portmap
             CNI plugins (/opt/cni/bin/ links to this binary)
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
         Some("apid") => service(kiln_apid::run),
         Some("timed") => service(kiln_timed::run),
         Some("cri") => cri(args),
+        Some("cri-shim") => {
+            let rest: Vec<String> = args.collect();
+            ExitCode::from(kiln_cri::runtime::shim::main(&rest).clamp(0, 255) as u8)
+        }
         Some("modprobe") => modprobe::main(args),
         // The CNI plugins read their own argv (name, or `kiln <plugin>`).
         Some(p) if kiln_cni::Plugin::from_name(p).is_some() => kiln_cni::cli::main(),
@@ -68,7 +73,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `kiln cri [--socket P] [--root P] [--insecure-registry H]…`.
+/// `kiln cri [--socket P] [--root P] [--state P] [--cni-bin-dir P] [--cni-conf-dir P] [--insecure-registry H]…`.
 fn cri(args: impl Iterator<Item = String>) -> ExitCode {
     use argh::FromArgs as _;
     let rest: Vec<String> = args.collect();

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use common::oci::{self, node_arch};
 use common::proxy::{Cut, Proxy};
 use common::registry::Registry;
-use common::{in_netns, Cri};
+use common::{in_netns, push_busybox, Cri};
 use kiln_cri::image::digest::{chain_ids, Digest};
 use kiln_cri::proto::v1::*;
 use tonic::Code;
@@ -85,7 +85,7 @@ fn pull_list_status_remove_and_collect() {
         let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
         let r = &reg.addr;
 
-        // RuntimeService: Version, and UNIMPLEMENTED for the rest.
+        // RuntimeService: Version, and UNIMPLEMENTED for what is not written.
         let v = cri
             .runtime
             .version(VersionRequest::default())
@@ -98,7 +98,7 @@ fn pull_list_status_remove_and_collect() {
         );
         let err = cri
             .runtime
-            .status(StatusRequest::default())
+            .attach(AttachRequest::default())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
@@ -556,14 +556,6 @@ fn a_download_broken_for_good_resumes_after_a_restart() {
 }
 
 /// Builds the test images and pushes `busybox` as `kiln/busybox:1`; the
-/// directory holds the OCI layout while the test runs.
-fn push_busybox(reg: &Registry) -> (tempfile::TempDir, oci::Layout, oci::Built) {
-    let work = tempfile::tempdir().unwrap();
-    let (layout, built) = oci::build(&work.path().join("layout"));
-    reg.push(&layout.dir, "busybox", "kiln/busybox:1");
-    (work, layout, built)
-}
-
 /// The blob is in kiln-cri's store, whole and with its digest.
 fn assert_stored(cri: &Cri, digest: &Digest) {
     let stored = fs::read(cri.root().join("blobs/sha256").join(digest.hex())).unwrap();

@@ -216,6 +216,14 @@ pub struct ImageConfig {
 pub struct RunConfig {
     #[serde(rename = "User", default)]
     pub user: Option<String>,
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
 }
 
 /// The layers' uncompressed digests.

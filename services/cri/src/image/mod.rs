@@ -58,6 +58,8 @@ pub enum StoreError {
     },
     #[error("background task failed: {0}")]
     Task(String),
+    #[error("image config: {0}")]
+    Config(String),
 }
 
 /// The image store.
@@ -122,6 +124,14 @@ impl ImageStore {
             .rev()
             .map(|c| self.snapshots.fs_dir(c))
             .collect()
+    }
+
+    /// The image's default process settings (entrypoint, cmd, env, …).
+    pub fn run_config(&self, image: &ImageRecord) -> Result<manifest::RunConfig, StoreError> {
+        let data = self.content.read(&image.config.digest)?;
+        let config = manifest::parse_config(&data, image.layers.len())
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(config.config.unwrap_or_default())
     }
 
     /// Removes an image (by ID or digest), or one of its tags when it has

@@ -1,6 +1,6 @@
 //! The CRI gRPC server on a unix socket: `image` (ImageService) and
-//! `runtime` (RuntimeService; only Version so far, every other RPC answers
-//! UNIMPLEMENTED).
+//! `runtime/` (RuntimeService: Version, Status, pod sandboxes; the
+//! container RPCs answer UNIMPLEMENTED).
 
 mod image;
 mod runtime;
@@ -16,9 +16,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::image::ImageStore;
 use crate::proto::v1::image_service_server::ImageServiceServer;
 use crate::proto::v1::runtime_service_server::RuntimeServiceServer;
+use crate::runtime::Runtime;
 
 pub use image::Images;
-pub use runtime::{Runtime, RUNTIME_NAME};
+pub use runtime::{RuntimeApi, RUNTIME_NAME};
 
 /// gRPC messages kubelet sends can be large (ListImages answers too).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -38,6 +39,7 @@ pub enum ServeError {
 /// `stop` completes, then removes the socket.
 pub async fn serve(
     store: Arc<ImageStore>,
+    runtime: Arc<Runtime>,
     socket: &Path,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -62,7 +64,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .add_service(RuntimeServiceServer::new(Runtime))
+        .add_service(RuntimeServiceServer::new(RuntimeApi::new(runtime)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await?;
     // A socket file left behind would look like a live runtime.

@@ -18,6 +18,8 @@ use hyper_util::rt::TokioIo;
 use kiln_cri::image::ImageStore;
 use kiln_cri::proto::v1::image_service_client::ImageServiceClient;
 use kiln_cri::proto::v1::runtime_service_client::RuntimeServiceClient;
+use kiln_cri::runtime::cni::Cni;
+use kiln_cri::runtime::{Runtime, RuntimeConfig};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Runs `f` in a fresh network namespace (this test thread only; the
@@ -37,6 +39,9 @@ pub fn in_netns<F: Future<Output = ()>>(f: impl FnOnce() -> F) {
         .unwrap();
     rt.block_on(f());
 }
+
+/// Debian's containernetworking-plugins.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 /// kiln-cri serving on a socket in a temporary directory.
 pub struct Cri {
@@ -63,10 +68,25 @@ impl Cri {
         let root = dir.path().join("root");
         let socket = dir.path().join("cri.sock");
         let store = Arc::new(ImageStore::open(&root, insecure.to_vec()).unwrap());
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        let runtime = Runtime::open(
+            RuntimeConfig {
+                root: root.clone(),
+                state: dir.path().join("state"),
+                cni: Cni {
+                    bin_dir: CNI_BIN_DIR.into(),
+                    conf_dir: dir.path().join("net.d"),
+                },
+                shim: vec![env!("CARGO_BIN_EXE_kiln-cri-shim").into()],
+            },
+            store.clone(),
+        )
+        .await
+        .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let sock = socket.clone();
         let task = tokio::spawn(async move {
-            kiln_cri::server::serve(store, &sock, async {
+            kiln_cri::server::serve(store, runtime, &sock, async {
                 let _ = rx.await;
             })
             .await
@@ -80,6 +100,16 @@ impl Cri {
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// The CNI conf dir (empty at first: NetworkReady is false).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
+    }
+
+    /// Volatile state: `ns/<sandbox id>/{net,ipc,uts}`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn root(&self) -> PathBuf {
@@ -128,6 +158,15 @@ async fn connect(socket: &Path) -> Channel {
         }))
         .await
         .unwrap()
+}
+
+/// Builds the test images (`oci::build`) and pushes `busybox` as
+/// `kiln/busybox:1`.
+pub fn push_busybox(reg: &registry::Registry) -> (tempfile::TempDir, oci::Layout, oci::Built) {
+    let work = tempfile::tempdir().unwrap();
+    let (layout, built) = oci::build(&work.path().join("layout"));
+    reg.push(&layout.dir, "busybox", "kiln/busybox:1");
+    (work, layout, built)
 }
 
 /// A free TCP port on 127.0.0.1 (in the test's namespace).

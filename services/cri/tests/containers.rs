@@ -1,0 +1,673 @@
+//! Container tests (as root): busybox images from the test registry run by
+//! kiln-cri through its per-container shims (libcontainer), in pods on
+//! Debian's bridge plugin; exit codes, CRI logs, stop timeouts, and a
+//! daemon restart under a running container.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::registry::Registry;
+use common::{in_netns, push_busybox, Cri};
+use kiln_cri::proto::v1::*;
+use tonic::Code;
+
+const IMAGE: &str = "kiln/busybox:1";
+
+/// A registry with the busybox image, kiln-cri with it pulled, and a
+/// bridge network configured.
+async fn setup() -> (Registry, tempfile::TempDir, Cri, String) {
+    let reg = Registry::start(None).await;
+    let (work, _, _) = push_busybox(&reg);
+    let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
+    let image = format!("{}/{IMAGE}", reg.addr);
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ipam = cri.dir.path().join("ipam");
+    std::fs::write(
+        cri.cni_conf_dir().join("10-kiln.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"kiln-test","plugins":[{{"type":"bridge","bridge":"kiln0","isGateway":true,
+               "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.88.0.0/24"}}]]}}}}]}}"#,
+            ipam.display()
+        ),
+    )
+    .unwrap();
+    (reg, work, cri, image)
+}
+
+fn pod_config(cri: &Cri, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("host-{name}"),
+        log_directory: logs(cri).display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+fn logs(cri: &Cri) -> PathBuf {
+    cri.dir.path().join("logs")
+}
+
+async fn run_pod(cri: &mut Cri, name: &str) -> (String, PodSandboxConfig) {
+    let config = pod_config(cri, name);
+    let id = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+fn container_config(name: &str, image: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("c".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    cri: &mut Cri,
+    pod: &(String, PodSandboxConfig),
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    cri.runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.1.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+async fn start(cri: &mut Cri, id: &str) {
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn status(cri: &mut Cri, id: &str) -> ContainerStatus {
+    cri.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+async fn wait_exited(cri: &mut Cri, id: &str, within: Duration) -> ContainerStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(cri, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "still {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The CRI log's entries as (stream, tag, text), each timestamp checked.
+fn log_entries(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, ' ').collect();
+            let ts = f[0];
+            assert_eq!(ts.len(), 30, "RFC 3339 with nanoseconds: {ts}");
+            assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+            (f[1].to_string(), f[2].to_string(), f[3].to_string())
+        })
+        .collect()
+}
+
+async fn remove_pod(cri: &mut Cri, id: &str) {
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Nothing of any pod or container is left: records, bundles, mounts.
+fn assert_clean(cri: &Cri) {
+    assert_eq!(cri.files("sandboxes"), Vec::<String>::new());
+    assert_eq!(cri.files("containers"), Vec::<String>::new());
+    let bundles: Vec<_> = std::fs::read_dir(cri.state().join("containers"))
+        .unwrap()
+        .collect();
+    assert!(bundles.is_empty());
+    let dir = cri.dir.path().to_string_lossy().into_owned();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .map(String::from)
+        .collect();
+    assert!(mounts.is_empty(), "{mounts:?}");
+}
+
+#[test]
+fn a_container_logs_and_exits_with_its_code() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "logger").await;
+
+        let script = "echo out:$(hostname); echo err-line >&2; echo id:$(id -u); exit 3";
+        let id = create(&mut cri, &pod, container_config("c1", &image, script))
+            .await
+            .unwrap();
+        let s = status(&mut cri, &id).await;
+        assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+        assert_eq!(s.started_at, 0);
+        start(&mut cri, &id).await;
+        let s = wait_exited(&mut cri, &id, Duration::from_secs(20)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"));
+        assert!(
+            s.started_at >= s.created_at && s.finished_at >= s.started_at,
+            "{s:?}"
+        );
+        assert_eq!(s.log_path, logs(&cri).join("c1.log").display().to_string());
+
+        // The CRI log: both streams, full lines; the pod's hostname (its
+        // UTS namespace) and the image's user 1000.
+        let mut entries = log_entries(&logs(&cri).join("c1.log"));
+        entries.sort();
+        let e = |s: &str, t: &str| (s.to_string(), "F".to_string(), t.to_string());
+        assert_eq!(
+            entries,
+            vec![
+                e("stderr", "err-line"),
+                e("stdout", "id:1000"),
+                e("stdout", "out:host-logger")
+            ]
+        );
+
+        // Exit 0 is Completed; the request's env and OOM score reach the
+        // process.
+        let mut ok = container_config("c2", &image, "echo $GREETING; cat /proc/self/oom_score_adj");
+        ok.envs = vec![KeyValue {
+            key: "GREETING".into(),
+            value: "hi there".into(),
+        }];
+        ok.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                oom_score_adj: 500,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id2 = create(&mut cri, &pod, ok).await.unwrap();
+        start(&mut cri, &id2).await;
+        let s = wait_exited(&mut cri, &id2, Duration::from_secs(20)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+        let lines: Vec<String> = log_entries(&logs(&cri).join("c2.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["hi there", "500"]);
+
+        // A negative score (kubelet's for Guaranteed pods) starts the
+        // container even where the host refuses lowering scores (this
+        // one): it then keeps the runtime's.
+        let mut negative = container_config("c3", &image, "cat /proc/self/oom_score_adj");
+        negative.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                oom_score_adj: -997,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id3 = create(&mut cri, &pod, negative).await.unwrap();
+        start(&mut cri, &id3).await;
+        let s = wait_exited(&mut cri, &id3, Duration::from_secs(20)).await;
+        assert_eq!(s.exit_code, 0);
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        let score = log_entries(&logs(&cri).join("c3.log")).remove(0).2;
+        assert!(score == "-997" || score == own.trim(), "{score}");
+
+        // ListContainers with filters.
+        let list = |f: ContainerFilter| {
+            let mut rt = cri.runtime.clone();
+            async move {
+                rt.list_containers(ListContainersRequest { filter: Some(f) })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .containers
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let by_label = ContainerFilter {
+            label_selector: HashMap::from([("c".into(), "c2".into())]),
+            ..Default::default()
+        };
+        assert_eq!(list(by_label).await, vec![id2.clone()]);
+        let by_pod = ContainerFilter {
+            pod_sandbox_id: pod.0.clone(),
+            ..Default::default()
+        };
+        assert_eq!(list(by_pod).await.len(), 3);
+        let running = ContainerFilter {
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        };
+        assert!(list(running).await.is_empty());
+
+        cri.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        let err = cri
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id,
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        // Removing the pod removes its remaining container.
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn stop_kills_after_the_timeout_and_a_restart_keeps_containers() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "long").await;
+
+        // PID 1 of its namespace without a TERM handler ignores SIGTERM:
+        // stop waits out the timeout, then SIGKILLs.
+        let stubborn = create(
+            &mut cri,
+            &pod,
+            container_config("stubborn", &image, "echo up; while true; do sleep 1; done"),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &stubborn).await;
+        assert_eq!(
+            status(&mut cri, &stubborn).await.state,
+            ContainerState::ContainerRunning as i32
+        );
+        let t = Instant::now();
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: stubborn.clone(),
+                timeout: 1,
+            })
+            .await
+            .unwrap();
+        assert!(t.elapsed() >= Duration::from_secs(1));
+        let s = status(&mut cri, &stubborn).await;
+        assert_eq!(s.state, ContainerState::ContainerExited as i32);
+        assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+
+        // A container with a TERM handler exits by itself.
+        let polite = create(
+            &mut cri,
+            &pod,
+            container_config(
+                "polite",
+                &image,
+                "trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.1; done",
+            ),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &polite).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: polite.clone(),
+                timeout: 30,
+            })
+            .await
+            .unwrap();
+        let s = status(&mut cri, &polite).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+        let lines: Vec<String> = log_entries(&logs(&cri).join("polite.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["up", "bye"]);
+
+        // The daemon restarts while a container runs: the container goes
+        // on, and its later exit is recorded and seen by the new daemon.
+        let later = create(
+            &mut cri,
+            &pod,
+            container_config("later", &image, "sleep 2; echo done; exit 7"),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &later).await;
+        let mut cri = cri.restart(&[]).await;
+        let s = status(&mut cri, &later).await;
+        assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+        let s = wait_exited(&mut cri, &later, Duration::from_secs(20)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
+        let lines: Vec<String> = log_entries(&logs(&cri).join("later.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["done"]);
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn containers_in_two_pods_talk_over_the_pod_network() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let server_pod = run_pod(&mut cri, "server").await;
+        let client_pod = run_pod(&mut cri, "client").await;
+        let server_ip = cri
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: server_pod.0.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .network
+            .unwrap()
+            .ip;
+
+        // busybox httpd serves the server pod's /etc (its hostname file);
+        // a client container in the other pod fetches it by pod IP.
+        let server = create(
+            &mut cri,
+            &server_pod,
+            container_config("server", &image, "httpd -f -p 8080 -h /etc"),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &server).await;
+        let script = format!(
+            "i=0; while [ $i -lt 100 ]; do wget -q -O - http://{server_ip}:8080/hostname && exit 0; i=$((i+1)); sleep 0.1; done; exit 1"
+        );
+        let client = create(
+            &mut cri,
+            &client_pod,
+            container_config("client", &image, &script),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &client).await;
+        let c = wait_exited(&mut cri, &client, Duration::from_secs(30)).await;
+        assert_eq!(c.exit_code, 0, "{c:?}");
+        let lines: Vec<String> = log_entries(&logs(&cri).join("client.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["host-server"]);
+
+        remove_pod(&mut cri, &server_pod.0).await;
+        remove_pod(&mut cri, &client_pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+async fn exec(
+    cri: &mut Cri,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<ExecSyncResponse, tonic::Status> {
+    cri.runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn exec_sync_runs_in_the_running_container() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "exec").await;
+        // As root (run_as_user 0 over the image's user 1000), to write /.
+        let mut config = container_config(
+            "svc",
+            &image,
+            "echo state > /state; while true; do sleep 1; done",
+        );
+        config.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 0 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = create(&mut cri, &pod, config).await.unwrap();
+        start(&mut cri, &id).await;
+
+        // The command sees the container's own files (its upper dir), the
+        // image's layers and the pod's hostname; output and exit code
+        // come back per stream.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            let r = exec(&mut cri, &id, &["cat", "/state", "/opt/keep"], 10)
+                .await
+                .unwrap();
+            if r.exit_code == 0 || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "state\nkeep");
+        let r = exec(
+            &mut cri,
+            &id,
+            &["sh", "-c", "echo out:$(hostname); echo err >&2; exit 4"],
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&r.stdout).as_ref(),
+                String::from_utf8_lossy(&r.stderr).as_ref(),
+                r.exit_code
+            ),
+            ("out:host-exec\n", "err\n", 4)
+        );
+
+        // The pod's hostname and DNS config, bind-mounted over the image's.
+        let r = exec(
+            &mut cri,
+            &id,
+            &["cat", "/etc/hostname", "/etc/resolv.conf"],
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout),
+            "host-exec\nsearch default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+
+        // A background process holding the output pipes does not hold up
+        // the answer.
+        let t = Instant::now();
+        let r = exec(&mut cri, &id, &["sh", "-c", "sleep 20 & echo left"], 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+            ("left\n", 0)
+        );
+        assert!(t.elapsed() < Duration::from_secs(10));
+
+        // A command overrunning its timeout is killed: DEADLINE_EXCEEDED.
+        let t = Instant::now();
+        let err = exec(&mut cri, &id, &["sh", "-c", "sleep 30"], 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+
+        let err = exec(&mut cri, &id, &[], 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = exec(&mut cri, &"0".repeat(64), &["true"], 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        let err = exec(&mut cri, &id, &["true"], 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn bad_container_requests_get_named_errors() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "bad").await;
+
+        let unknown_pod = (String::from("f00d"), pod.1.clone());
+        let err = create(
+            &mut cri,
+            &unknown_pod,
+            container_config("x", &image, "true"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        let err = create(
+            &mut cri,
+            &pod,
+            container_config("x", "no/such:image", "true"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert!(err.message().contains("no/such:image"));
+        let mut nameless = container_config("x", &image, "true");
+        nameless.metadata = None;
+        let err = create(&mut cri, &pod, nameless).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("config.metadata.name"), "{err:?}");
+        let mut no_image = container_config("x", &image, "true");
+        no_image.image = None;
+        let err = create(&mut cri, &pod, no_image).await.unwrap_err();
+        assert!(err.message().contains("config.image.image"), "{err:?}");
+
+        let first = create(&mut cri, &pod, container_config("dup", &image, "true"))
+            .await
+            .unwrap();
+        let err = create(&mut cri, &pod, container_config("dup", &image, "true"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        assert!(err.message().contains(&first));
+
+        let unknown = "0".repeat(64);
+        let err = cri
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: unknown.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = cri
+            .runtime
+            .stop_container(StopContainerRequest {
+                container_id: unknown.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        cri.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: unknown,
+            })
+            .await
+            .unwrap();
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
