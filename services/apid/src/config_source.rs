@@ -5,8 +5,10 @@
 //! stays in maintenance mode for an operator. A good one is stored like an
 //! ApplyConfiguration and the node leaves maintenance mode.
 //!
-//! Only `http://` is supported: the node carries no CA roots to check an
-//! https server with. Integrity comes from an optional pin,
+//! `https://` servers are checked against the Mozilla root CAs compiled into
+//! the binary (webpki-roots): the node has no CA files of its own. Until
+//! timed has set the clock, certificates look not yet valid; the retries
+//! cover that. `http://` is accepted too, best with a pin,
 //! `kiln.config.sha256=<hex>`, which the fetched bytes must match.
 
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use kiln_api_proto::v1::{event, ApplyMode, ConfigApplied, Event};
+use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -33,17 +37,100 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// Where to fetch the config from, as the command line says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigSource {
-    pub url: HttpUrl,
-    /// The SHA-256 the document must have, if pinned.
-    pub sha256: Option<[u8; 32]>,
+/// A bad `kiln.config=` or `kiln.config.sha256=`: the parameter, the value
+/// and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{param}: {value:?}: {problem}")]
+pub struct SourceError {
+    pub param: &'static str,
+    pub value: String,
+    pub problem: String,
 }
 
-/// An `http://host[:port]/path` URL.
+/// Why one fetch gave no document; all but [`FetchError::Rejected`] are
+/// retried.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("connecting: no answer in {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS with {host}: {source}")]
+    Tls {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: {1}")]
+    Http(&'static str, hyper::Error),
+    #[error("building the request: {0}")]
+    Request(hyper::http::Error),
+    #[error("the server answered {0}")]
+    Status(hyper::StatusCode),
+    #[error("reading the body (at most {MAX_BYTES} bytes): {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("no complete answer in {0:?}")]
+    Timeout(Duration),
+}
+
+/// A fetched document that must not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("sha256 {got} does not match kiln.config.sha256={want}")]
+    Pin { got: String, want: String },
+    #[error("invalid machine config: {0}")]
+    Invalid(String),
+}
+
+/// Where to fetch the config from, as the command line says.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub url: ConfigUrl,
+    /// The SHA-256 the document must have, if pinned.
+    pub sha256: Option<[u8; 32]>,
+    /// The CAs an https server must chain to.
+    pub trust: Trust,
+}
+
+/// The root CAs an https config server is checked against.
+#[derive(Clone)]
+pub struct Trust(Arc<rustls::ClientConfig>);
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trust")
+    }
+}
+
+impl Trust {
+    /// The Mozilla root CAs compiled in (webpki-roots).
+    pub fn public() -> Trust {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Trust::with_roots(roots)
+    }
+
+    /// Only `roots`: for a fleet's private CA (and the tests).
+    pub fn with_roots(roots: rustls::RootCertStore) -> Trust {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("aws-lc-rs supports rustls's default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Trust(Arc::new(config))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// An `http(s)://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
+pub struct ConfigUrl {
+    pub scheme: Scheme,
     pub host: String,
     pub port: u16,
     /// `host[:port]` as written, for the Host header.
@@ -52,16 +139,20 @@ pub struct HttpUrl {
     pub path: String,
 }
 
-impl std::fmt::Display for HttpUrl {
+impl std::fmt::Display for ConfigUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}{}", self.authority, self.path)
     }
 }
 
 impl ConfigSource {
     /// `kiln.config=` and `kiln.config.sha256=` from a kernel command line;
-    /// `None` without `kiln.config=`. Errors name the parameter.
-    pub fn from_cmdline(cmdline: &str) -> Result<Option<ConfigSource>, String> {
+    /// `None` without `kiln.config=`.
+    pub fn from_cmdline(cmdline: &str) -> Result<Option<ConfigSource>, SourceError> {
         let value = |key: &str| {
             cmdline
                 .split_whitespace()
@@ -71,24 +162,38 @@ impl ConfigSource {
         let Some(url) = value("kiln.config=") else {
             return Ok(None);
         };
-        let url = HttpUrl::parse(url).map_err(|e| format!("kiln.config: {e}"))?;
+        let url = ConfigUrl::parse(url).map_err(|problem| SourceError {
+            param: "kiln.config",
+            value: url.into(),
+            problem,
+        })?;
         let sha256 = value("kiln.config.sha256=")
-            .map(|hex| parse_sha256(hex).map_err(|e| format!("kiln.config.sha256: {e}")))
+            .map(|hex| {
+                parse_sha256(hex).ok_or_else(|| SourceError {
+                    param: "kiln.config.sha256",
+                    value: hex.into(),
+                    problem: "is not 64 hex digits".into(),
+                })
+            })
             .transpose()?;
-        Ok(Some(ConfigSource { url, sha256 }))
+        Ok(Some(ConfigSource {
+            url,
+            sha256,
+            trust: Trust::public(),
+        }))
     }
 }
 
-impl HttpUrl {
-    pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "{url:?}: https is not supported (the node has no CA roots to check the server with); serve it over http:// and pin it with kiln.config.sha256="
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: expected an http:// URL"))?;
+impl ConfigUrl {
+    /// Parses `url`; the error says what is wrong with it.
+    pub fn parse(url: &str) -> Result<ConfigUrl, String> {
+        let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (Scheme::Https, rest, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (Scheme::Http, rest, 80)
+        } else {
+            return Err("expected an http:// or https:// URL".into());
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -99,18 +204,13 @@ impl HttpUrl {
             path.to_string()
         };
         if authority.contains('@') {
-            return Err(format!("{url:?}: user names in the URL are not supported"));
+            return Err("user names in the URL are not supported".into());
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed '[' in the host"))?;
+            let (host, after) = v6.split_once(']').ok_or("unclosed '[' in the host")?;
             let port = match after {
                 "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| format!("{url:?}: junk after the IPv6 address"))?,
-                ),
+                p => Some(p.strip_prefix(':').ok_or("junk after the IPv6 address")?),
             };
             (host, port)
         } else {
@@ -120,17 +220,18 @@ impl HttpUrl {
             }
         };
         if host.is_empty() {
-            return Err(format!("{url:?}: no host"));
+            return Err("no host".into());
         }
         let port = match port {
-            None => 80,
+            None => default_port,
             Some(p) => p
                 .parse()
                 .ok()
                 .filter(|&p| p != 0)
-                .ok_or_else(|| format!("{url:?}: port {p:?} is not a port number"))?,
+                .ok_or_else(|| format!("port {p:?} is not a port number"))?,
         };
-        Ok(HttpUrl {
+        Ok(ConfigUrl {
+            scheme,
             host: host.to_string(),
             port,
             authority: authority.to_string(),
@@ -139,16 +240,15 @@ impl HttpUrl {
     }
 }
 
-fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
-    let bad = || format!("{hex:?} is not 64 hex digits");
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
-        return Err(bad());
+        return None;
     }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Ok(out)
+    Some(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -156,41 +256,63 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// One GET of `url`: the body of a 200 answer, at most [`MAX_BYTES`].
-pub async fn fetch(url: &HttpUrl) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, fetch_inner(url))
+pub async fn fetch(url: &ConfigUrl, trust: &Trust) -> Result<Vec<u8>, FetchError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, fetch_inner(url, trust))
         .await
-        .map_err(|_| format!("no complete answer in {REQUEST_TIMEOUT:?}"))?
+        .map_err(|_| FetchError::Timeout(REQUEST_TIMEOUT))?
 }
 
-async fn fetch_inner(url: &HttpUrl) -> Result<Vec<u8>, String> {
+async fn fetch_inner(url: &ConfigUrl, trust: &Trust) -> Result<Vec<u8>, FetchError> {
     let connect = tokio::net::TcpStream::connect((url.host.as_str(), url.port));
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|_| format!("connecting: no answer in {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| format!("connecting: {e}"))?;
+        .map_err(|_| FetchError::ConnectTimeout(CONNECT_TIMEOUT))?
+        .map_err(FetchError::Connect)?;
+    match url.scheme {
+        Scheme::Http => get(tcp, url).await,
+        Scheme::Https => {
+            let tls = |source| FetchError::Tls {
+                host: url.host.clone(),
+                source,
+            };
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+            let stream = tokio_rustls::TlsConnector::from(trust.0.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(tls)?;
+            get(stream, url).await
+        }
+    }
+}
+
+async fn get<S>(stream: S, url: &ConfigUrl) -> Result<Vec<u8>, FetchError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
+        .map_err(|e| FetchError::Http("HTTP handshake", e))?;
     // Drives the connection; ends with it.
     let driver = tokio::spawn(connection);
     let request = hyper::Request::get(url.path.as_str())
         .header(hyper::header::HOST, url.authority.as_str())
         .header(hyper::header::USER_AGENT, "kiln-apid")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(FetchError::Request)?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| FetchError::Http("request", e))?;
     let status = response.status();
     if status != hyper::StatusCode::OK {
         driver.abort();
-        return Err(format!("the server answered {status}"));
+        return Err(FetchError::Status(status));
     }
     let body = Limited::new(response.into_body(), MAX_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("reading the body (at most {MAX_BYTES} bytes): {e}"))?
+        .map_err(FetchError::Body)?
         .to_bytes();
     driver.abort();
     Ok(body.to_vec())
@@ -198,20 +320,19 @@ async fn fetch_inner(url: &HttpUrl) -> Result<Vec<u8>, String> {
 
 /// Checks a fetched document: the pin, then the machine config's own
 /// validation (the error names the field).
-pub fn check(source: &ConfigSource, data: &[u8]) -> Result<(), String> {
+pub fn check(source: &ConfigSource, data: &[u8]) -> Result<(), CheckError> {
     if let Some(want) = source.sha256 {
         let got: [u8; 32] = Sha256::digest(data).into();
         if got != want {
-            return Err(format!(
-                "sha256 {} does not match kiln.config.sha256={}",
-                hex(&got),
-                hex(&want)
-            ));
+            return Err(CheckError::Pin {
+                got: hex(&got),
+                want: hex(&want),
+            });
         }
     }
     NodeConfig::parse(data)
         .map(|_| ())
-        .map_err(|e| format!("invalid machine config: {e}"))
+        .map_err(|e| CheckError::Invalid(e.to_string()))
 }
 
 /// Fetches until a document arrives, then stores it if it is valid and the
@@ -226,7 +347,7 @@ pub async fn fetch_and_store(
     let mut wait = FIRST_RETRY;
     let mut attempt = 1u32;
     let data = loop {
-        match fetch(url).await {
+        match fetch(url, &source.trust).await {
             Ok(data) => break data,
             Err(e) => {
                 warn!(attempt, "kiln.config={url}: {e}; retrying in {wait:?}");
@@ -276,49 +397,56 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = HttpUrl::parse("http://10.0.2.2:8080/nodes/a.yaml?x=1").unwrap();
+        let u = ConfigUrl::parse("http://10.0.2.2:8080/nodes/a.yaml?x=1").unwrap();
         assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("10.0.2.2", 8080, "/nodes/a.yaml?x=1")
+            (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
+            (Scheme::Http, "10.0.2.2", 8080, "/nodes/a.yaml?x=1")
         );
         assert_eq!(u.to_string(), "http://10.0.2.2:8080/nodes/a.yaml?x=1");
-        let u = HttpUrl::parse("http://[fd00::1]/c").unwrap();
+        let u = ConfigUrl::parse("http://[fd00::1]/c").unwrap();
         assert_eq!(
             (u.host.as_str(), u.port, u.authority.as_str()),
             ("fd00::1", 80, "[fd00::1]")
         );
-        assert_eq!(HttpUrl::parse("http://cfg.example").unwrap().path, "/");
+        let u = ConfigUrl::parse("https://cfg.example/a").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Https, 443));
+        assert_eq!(u.to_string(), "https://cfg.example/a");
+        assert_eq!(ConfigUrl::parse("http://cfg.example").unwrap().path, "/");
         for (bad, problem) in [
-            ("https://cfg.example/a", "https is not supported"),
-            ("ftp://cfg.example/a", "expected an http:// URL"),
+            ("ftp://cfg.example/a", "expected an http:// or https:// URL"),
             ("http:///a", "no host"),
             ("http://h:99999/", "port \"99999\" is not a port number"),
             ("http://u:p@h/", "user names"),
             ("http://[::1/", "unclosed"),
         ] {
-            let err = HttpUrl::parse(bad).unwrap_err();
+            let err = ConfigUrl::parse(bad).unwrap_err();
             assert!(err.contains(problem), "{bad}: {err}");
         }
     }
 
     #[test]
     fn command_lines() {
-        assert_eq!(
-            ConfigSource::from_cmdline("console=ttyS0 quiet\n").unwrap(),
-            None
-        );
+        assert!(ConfigSource::from_cmdline("console=ttyS0 quiet\n")
+            .unwrap()
+            .is_none());
         let pin = "ab".repeat(32);
         let s = ConfigSource::from_cmdline(&format!(
-            "console=ttyS0 kiln.config=http://h/c kiln.config.sha256={pin}\n"
+            "console=ttyS0 kiln.config=https://h/c kiln.config.sha256={pin}\n"
         ))
         .unwrap()
         .unwrap();
-        assert_eq!(s.url.to_string(), "http://h/c");
+        assert_eq!(s.url.to_string(), "https://h/c");
         assert_eq!(s.sha256, Some([0xab; 32]));
         let err = ConfigSource::from_cmdline("kiln.config=http://h/c kiln.config.sha256=abc")
             .unwrap_err();
-        assert_eq!(err, "kiln.config.sha256: \"abc\" is not 64 hex digits");
-        let err = ConfigSource::from_cmdline("kiln.config=https://h/c").unwrap_err();
-        assert!(err.starts_with("kiln.config: "), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "kiln.config.sha256: \"abc\": is not 64 hex digits"
+        );
+        let err = ConfigSource::from_cmdline("kiln.config=ftp://h/c").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kiln.config: \"ftp://h/c\": expected an http:// or https:// URL"
+        );
     }
 }

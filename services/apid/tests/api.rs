@@ -13,7 +13,7 @@ use kiln_api_proto::v1::{
     GetConfigurationRequest, LogsRequest, Mode, RebootRequest, ResetRequest, ServiceListRequest,
     ServiceRequest, ServiceState, StatsRequest, VersionRequest,
 };
-use kiln_apid::config_source::{ConfigSource, HttpUrl};
+use kiln_apid::config_source::{self, ConfigSource, ConfigUrl, FetchError};
 use kiln_apid::stats::Sources;
 use kiln_apid::{ConfigStore, Node};
 use kiln_pki::Role;
@@ -822,10 +822,12 @@ async fn reset_is_recorded_for_pid1_then_reboots() {
 }
 
 /// An HTTP server on loopback (hyper's) that answers 503 to the first
-/// `failures` requests, then `body`; counts the requests.
+/// `failures` requests, then `body`; counts the requests. With `tls`, it
+/// speaks https.
 async fn config_server(
     body: String,
     failures: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -837,7 +839,7 @@ async fn config_server(
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (body, count) = (body.clone(), count.clone());
+            let (body, count, tls) = (body.clone(), count.clone(), tls.clone());
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 let answer = if req.uri().path() != "/node.yaml" {
@@ -853,19 +855,65 @@ async fn config_server(
                         .body(Full::new(Bytes::from(answer.1)))
                 }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
+            let http = hyper::server::conn::http1::Builder::new();
+            tokio::spawn(async move {
+                let _ = match tls {
+                    // A client that refuses the certificate ends here.
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                };
+            });
         }
     });
     (addr, served)
 }
 
+/// TLS for a config server at 127.0.0.1, with a certificate from a fresh
+/// CA; and that CA, for a client to trust.
+fn https_identity() -> (
+    tokio_rustls::TlsAcceptor,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        ca.der().clone(),
+    )
+}
+
 fn source(addr: SocketAddr, sha256: Option<[u8; 32]>) -> ConfigSource {
     ConfigSource {
-        url: HttpUrl::parse(&format!("http://{addr}/node.yaml")).unwrap(),
+        url: ConfigUrl::parse(&format!("http://{addr}/node.yaml")).unwrap(),
         sha256,
+        trust: config_source::Trust::public(),
     }
 }
 
@@ -875,7 +923,7 @@ async fn config_fetched_from_the_command_line_url() {
     let pki = Pki::new("machine CA");
     let config = pki.config("node-13");
     // The server fails twice first: apid retries with backoff.
-    let (addr, served) = config_server(config.clone(), 2).await;
+    let (addr, served) = config_server(config.clone(), 2, None).await;
     let pin: [u8; 32] = sha2::Sha256::digest(config.as_bytes()).into();
     let apid = Apid::start_full(true, Some(source(addr, Some(pin))), |_| {}).await;
     let admin = pki.role(Role::Admin);
@@ -896,7 +944,7 @@ async fn a_bad_fetched_config_leaves_the_node_in_maintenance() {
         // Valid, but not the pinned document.
         (pki.config("node-14"), Some([0u8; 32])),
     ] {
-        let (addr, served) = config_server(config, 0).await;
+        let (addr, served) = config_server(config, 0, None).await;
         let apid = Apid::start_full(true, Some(source(addr, pin)), |_| {}).await;
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while served.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -912,4 +960,38 @@ async fn a_bad_fetched_config_leaves_the_node_in_maintenance() {
         assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
         apid.stop().await;
     }
+}
+
+#[tokio::test]
+async fn config_fetched_over_https_only_from_a_trusted_server() {
+    let pki = Pki::new("machine CA");
+    let config = pki.config("node-15");
+    let (tls, ca) = https_identity();
+    let (addr, served) = config_server(config.clone(), 0, Some(tls)).await;
+    let url = ConfigUrl::parse(&format!("https://{addr}/node.yaml")).unwrap();
+
+    // The public roots do not know the test's CA: refused before any
+    // request is sent (and retried by apid, as for a clock not yet set).
+    let err = config_source::fetch(&url, &config_source::Trust::public())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let source = ConfigSource {
+        url,
+        sha256: None,
+        trust: config_source::Trust::with_roots(roots),
+    };
+    let apid = Apid::start_full(true, Some(source), |_| {}).await;
+    let admin = pki.role(Role::Admin);
+    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let v = a.version(VersionRequest {}).await.unwrap().into_inner();
+    assert_eq!(v.mode, Mode::Configured as i32);
+    assert_eq!(apid.stored().as_deref(), Some(config.as_bytes()));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    apid.stop().await;
 }
