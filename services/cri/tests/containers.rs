@@ -671,3 +671,129 @@ fn bad_container_requests_get_named_errors() {
         cri.stop().await;
     });
 }
+
+fn with_memory_limit(mut config: ContainerConfig, bytes: i64) -> ContainerConfig {
+    config.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "oom").await;
+        // The shell itself holds 48 MB of command substitution.
+        let script = "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo survived ${#x}";
+
+        let roomy = with_memory_limit(container_config("roomy", &image, script), 256 << 20);
+        let id = create(&mut cri, &pod, roomy).await.unwrap();
+        start(&mut cri, &id).await;
+        let s = wait_exited(&mut cri, &id, Duration::from_secs(60)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+        let lines: Vec<String> = log_entries(&logs(&cri).join("roomy.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["survived 48000000"]);
+
+        let tight = with_memory_limit(container_config("tight", &image, script), 16 << 20);
+        let id = create(&mut cri, &pod, tight).await.unwrap();
+        start(&mut cri, &id).await;
+        let s = wait_exited(&mut cri, &id, Duration::from_secs(60)).await;
+        assert_eq!(
+            (s.exit_code, s.reason.as_str()),
+            (137, "OOMKilled"),
+            "{s:?}"
+        );
+        let tight_log = log_entries(&logs(&cri).join("tight.log"));
+        assert!(
+            tight_log.iter().all(|e| !e.2.starts_with("survived")),
+            "{tight_log:?}"
+        );
+
+        // A SIGKILL from StopContainer is 137 too, but no OOM.
+        let id = create(
+            &mut cri,
+            &pod,
+            container_config("killed", &image, "sleep 60"),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &id).await;
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        let s = status(&mut cri, &id).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn stop_sends_the_images_stop_signal() {
+    in_netns(|| async {
+        let (reg, work, mut cri, image) = setup().await;
+        reg.push(
+            &work.path().join("layout"),
+            "busybox-usr1",
+            "kiln/busybox:usr1",
+        );
+        let usr1_image = format!("{}/kiln/busybox:usr1", reg.addr);
+        cri.images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: usr1_image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pod = run_pod(&mut cri, "signals").await;
+        let script = "trap 'echo got USR1; exit 0' USR1; trap 'echo got TERM; exit 1' TERM; \
+                      echo up; while true; do sleep 0.1; done";
+        // (image, container name, exit code, last log line)
+        let cases = [
+            (&usr1_image, "usr1", 0, "got USR1"),
+            (&image, "term", 1, "got TERM"),
+        ];
+        for (image, name, code, line) in cases {
+            let id = create(&mut cri, &pod, container_config(name, image, script))
+                .await
+                .unwrap();
+            start(&mut cri, &id).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cri.runtime
+                .stop_container(StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 30,
+                })
+                .await
+                .unwrap();
+            let s = status(&mut cri, &id).await;
+            assert_eq!(s.exit_code, code, "{name}: {s:?}");
+            let lines: Vec<String> = log_entries(&logs(&cri).join(format!("{name}.log")))
+                .into_iter()
+                .map(|e| e.2)
+                .collect();
+            assert_eq!(lines, vec!["up", line], "{name}");
+        }
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}

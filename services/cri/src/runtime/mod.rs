@@ -12,10 +12,11 @@
 //!
 //! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
 //! containers: `container` (the lifecycle), `bundle` (rootfs and OCI
-//! bundle), `spec/` (the OCI spec), `exec` (ExecSync), `shim/` (the process
+//! bundle), `cgroup` (a container's cgroup files), `spec/` (the OCI spec), `exec` (ExecSync), `stop_signal` (the image's StopSignal), `shim/` (the process
 //! that holds a container).
 
 mod bundle;
+pub mod cgroup;
 pub mod cni;
 pub mod container;
 mod exec;
@@ -25,6 +26,7 @@ mod recover;
 mod sandbox;
 pub mod shim;
 pub mod spec;
+mod stop_signal;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,0 +1,131 @@
+//! A container's cgroup files. A Kiln node runs cgroup v2 only
+//! (`/sys/fs/cgroup/<path>/…`); hosts like CI's run v1, one hierarchy per
+//! controller (`/sys/fs/cgroup/<controller>/<path>/…`, an empty cgroup2 at
+//! `/sys/fs/cgroup/unified` does not count). `<path>` is the OCI spec's
+//! `linux.cgroupsPath` (`<pod cgroup_parent or /kiln-cri>/<id>`), which
+//! libcontainer's cgroupfs manager uses as is under each root.
+//!
+//! Files read:
+//! - OOM kills: v2 `memory.events` `oom_kill`; v1 `memory.oom_control`
+//!   `oom_kill` (kernel 4.13 and later).
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// Which cgroup version this machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    /// v2 when the root is the unified hierarchy itself.
+    pub fn detect() -> Version {
+        if Path::new(ROOT).join("cgroup.controllers").exists() {
+            Version::V2
+        } else {
+            Version::V1
+        }
+    }
+}
+
+/// One container's cgroup.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    version: Version,
+    /// `linux.cgroupsPath`, absolute.
+    path: String,
+}
+
+impl Cgroup {
+    pub fn new(path: &str) -> Cgroup {
+        Cgroup {
+            version: Version::detect(),
+            path: path.trim_start_matches('/').to_string(),
+        }
+    }
+
+    /// A bundle's cgroup, from its `config.json`.
+    pub fn of_bundle(bundle: &Path) -> Result<Cgroup, String> {
+        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+            .map_err(|e| format!("{}/config.json: {e}", bundle.display()))?;
+        let path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .ok_or_else(|| {
+                format!(
+                    "{}/config.json: linux.cgroupsPath is missing",
+                    bundle.display()
+                )
+            })?;
+        Ok(Cgroup::new(&path.to_string_lossy()))
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// A file of `controller` (ignored on v2, where all share one directory).
+    pub fn file(&self, controller: &str, name: &str) -> PathBuf {
+        match self.version {
+            Version::V2 => Path::new(ROOT).join(&self.path).join(name),
+            Version::V1 => Path::new(ROOT).join(controller).join(&self.path).join(name),
+        }
+    }
+
+    /// How many processes the OOM killer has killed in this cgroup; `None`
+    /// when the cgroup or the counter is not there.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let file = match self.version {
+            Version::V2 => self.file("memory", "memory.events"),
+            Version::V1 => self.file("memory", "memory.oom_control"),
+        };
+        keyed(&std::fs::read_to_string(file).ok()?, "oom_kill")
+    }
+}
+
+/// The value of `key` in a flat keyed file (`key value` lines, as
+/// `memory.events`, `memory.oom_control`, `memory.stat`, `cpu.stat`).
+pub fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_files_parse_by_key() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(keyed(text, "oom_kill"), Some(3));
+        assert_eq!(keyed(text, "under_oom"), Some(0));
+        assert_eq!(keyed(text, "oom"), None);
+        assert_eq!(keyed("oom_kill x\n", "oom_kill"), None);
+    }
+
+    #[test]
+    fn paths_follow_the_version() {
+        let v1 = Cgroup {
+            version: Version::V1,
+            path: "kiln-cri/abc".into(),
+        };
+        assert_eq!(
+            v1.file("memory", "memory.stat"),
+            Path::new("/sys/fs/cgroup/memory/kiln-cri/abc/memory.stat")
+        );
+        let v2 = Cgroup {
+            version: Version::V2,
+            path: "kiln-cri/abc".into(),
+        };
+        assert_eq!(
+            v2.file("memory", "memory.stat"),
+            Path::new("/sys/fs/cgroup/kiln-cri/abc/memory.stat")
+        );
+    }
+}
