@@ -797,3 +797,213 @@ fn stop_sends_the_images_stop_signal() {
         cri.stop().await;
     });
 }
+
+async fn container_stats(cri: &mut Cri, id: &str) -> Result<ContainerStats, tonic::Status> {
+    cri.runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner().stats.unwrap())
+}
+
+async fn list_stats(cri: &mut Cri, filter: ContainerStatsFilter) -> Vec<String> {
+    let mut ids: Vec<String> = cri
+        .runtime
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(filter),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .into_iter()
+        .map(|s| s.attributes.unwrap().id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn cpu_ns(s: &ContainerStats) -> u64 {
+    s.cpu
+        .as_ref()
+        .unwrap()
+        .usage_core_nano_seconds
+        .unwrap()
+        .value
+}
+
+#[test]
+fn stats_report_cpu_memory_and_the_writable_layer() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let mut config = pod_config(&cri, "stats");
+        config.labels = HashMap::from([("app".to_string(), "stats".to_string())]);
+        let id = cri
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let pod = (id, config);
+        let other = run_pod(&mut cri, "quiet").await;
+
+        let busy = with_memory_limit(
+            container_config("busy", &image, "while true; do :; done"),
+            64 << 20,
+        );
+        let busy = create(&mut cri, &pod, busy).await.unwrap();
+        // As root, to write 1 MB into / (the writable layer).
+        let mut writer = container_config(
+            "writer",
+            &image,
+            "head -c 1000000 /dev/zero > /big; echo written; sleep 600",
+        );
+        writer.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 0 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let writer = create(&mut cri, &pod, writer).await.unwrap();
+        let done = create(&mut cri, &pod, container_config("done", &image, "true"))
+            .await
+            .unwrap();
+        for id in [&busy, &writer, &done] {
+            start(&mut cri, id).await;
+        }
+        wait_exited(&mut cri, &done, Duration::from_secs(20)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log_entries(&logs(&cri).join("writer.log")).is_empty() {
+            assert!(Instant::now() < deadline, "the writer did not write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A busy container's CPU time grows; its memory is within its limit.
+        let first = container_stats(&mut cri, &busy).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = container_stats(&mut cri, &busy).await.unwrap();
+        assert!(cpu_ns(&first) > 0, "{first:?}");
+        assert!(cpu_ns(&second) > cpu_ns(&first), "{first:?} {second:?}");
+        let mem = second.memory.unwrap();
+        let ws = mem.working_set_bytes.unwrap().value;
+        assert!(ws > 0 && ws <= mem.usage_bytes.unwrap().value, "{mem:?}");
+        assert!(mem.available_bytes.unwrap().value < 64 << 20, "{mem:?}");
+        assert_eq!(second.attributes.as_ref().unwrap().labels["c"], "busy");
+
+        // The writer's 1 MB file is in its writable layer.
+        let w = container_stats(&mut cri, &writer).await.unwrap();
+        let layer = w.writable_layer.unwrap();
+        assert!(layer.used_bytes.unwrap().value >= 1_000_000, "{layer:?}");
+        assert!(layer.inodes_used.unwrap().value >= 1, "{layer:?}");
+        assert!(w.memory.unwrap().available_bytes.is_none());
+
+        // Exited containers have no stats; unknown ones are NOT_FOUND.
+        let err = container_stats(&mut cri, &done).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        let err = container_stats(&mut cri, &"0".repeat(64))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+        // Filters.
+        let mut running = vec![busy.clone(), writer.clone()];
+        running.sort();
+        assert_eq!(
+            list_stats(&mut cri, ContainerStatsFilter::default()).await,
+            running
+        );
+        let by_label = ContainerStatsFilter {
+            label_selector: HashMap::from([("c".into(), "writer".into())]),
+            ..Default::default()
+        };
+        assert_eq!(list_stats(&mut cri, by_label).await, vec![writer.clone()]);
+        let by_pod = ContainerStatsFilter {
+            pod_sandbox_id: pod.0.clone(),
+            ..Default::default()
+        };
+        assert_eq!(list_stats(&mut cri, by_pod).await, running);
+        let by_other_pod = ContainerStatsFilter {
+            pod_sandbox_id: other.0.clone(),
+            ..Default::default()
+        };
+        assert!(list_stats(&mut cri, by_other_pod).await.is_empty());
+        let by_id = ContainerStatsFilter {
+            id: busy[..12].into(),
+            ..Default::default()
+        };
+        assert_eq!(list_stats(&mut cri, by_id).await, vec![busy.clone()]);
+
+        // The pod's figures are its running containers' sums.
+        let p = cri
+            .runtime
+            .pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap()
+            .linux
+            .unwrap();
+        assert_eq!(p.containers.len(), 2);
+        let sum: u64 = p.containers.iter().map(cpu_ns).sum();
+        assert_eq!(p.cpu.unwrap().usage_core_nano_seconds.unwrap().value, sum);
+        assert!(sum >= cpu_ns(&second));
+        let ws_sum: u64 = p
+            .containers
+            .iter()
+            .map(|c| c.memory.as_ref().unwrap().working_set_bytes.unwrap().value)
+            .sum();
+        assert_eq!(p.memory.unwrap().working_set_bytes.unwrap().value, ws_sum);
+
+        let list = |filter: PodSandboxStatsFilter| {
+            let mut rt = cri.runtime.clone();
+            async move {
+                rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats
+            }
+        };
+        let all = list(PodSandboxStatsFilter::default()).await;
+        assert_eq!(all.len(), 2);
+        let quiet = all
+            .iter()
+            .find(|s| s.attributes.as_ref().unwrap().id == other.0)
+            .unwrap()
+            .linux
+            .as_ref()
+            .unwrap();
+        assert!(quiet.containers.is_empty() && quiet.cpu.is_none());
+        let labelled = list(PodSandboxStatsFilter {
+            label_selector: HashMap::from([("app".into(), "stats".into())]),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(labelled.len(), 1);
+        assert_eq!(labelled[0].attributes.as_ref().unwrap().id, pod.0);
+        let err = cri
+            .runtime
+            .pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: "f00d".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        remove_pod(&mut cri, &pod.0).await;
+        remove_pod(&mut cri, &other.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}

@@ -8,6 +8,13 @@
 //! Files read:
 //! - OOM kills: v2 `memory.events` `oom_kill`; v1 `memory.oom_control`
 //!   `oom_kill` (kernel 4.13 and later).
+//! - CPU time: v2 `cpu.stat` `usage_usec`; v1 `cpuacct/…/cpuacct.usage` (ns).
+//! - Memory: usage v2 `memory.current`, v1 `memory.usage_in_bytes`; the
+//!   limit v2 `memory.max`, v1 `memory.limit_in_bytes`; from `memory.stat`
+//!   v2 `inactive_file`, `anon`, `pgfault`, `pgmajfault`, v1 the
+//!   hierarchical `total_inactive_file`, `total_rss`, `total_pgfault`,
+//!   `total_pgmajfault`. The working set is usage minus inactive file
+//!   pages, as kubelet (cAdvisor) counts it.
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +92,72 @@ impl Cgroup {
         };
         keyed(&std::fs::read_to_string(file).ok()?, "oom_kill")
     }
+}
+
+/// A cgroup's memory, in bytes (faults in counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub usage: u64,
+    pub working_set: u64,
+    pub rss: u64,
+    /// Limit minus working set; `None` without a limit.
+    pub available: Option<u64>,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
+}
+
+/// v1's "no limit" is the page-rounded maximum; anything this large is none.
+const NO_LIMIT: u64 = 1 << 62;
+
+impl Cgroup {
+    /// CPU time used by the cgroup's processes, in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        match self.version {
+            Version::V2 => {
+                let text = std::fs::read_to_string(self.file("cpu", "cpu.stat")).ok()?;
+                keyed(&text, "usage_usec").map(|us| us * 1000)
+            }
+            Version::V1 => read_u64(&self.file("cpuacct", "cpuacct.usage")),
+        }
+    }
+
+    /// Memory usage; `None` when the cgroup is gone.
+    pub fn memory(&self) -> Option<Memory> {
+        let (usage, limit, prefix) = match self.version {
+            Version::V2 => (
+                read_u64(&self.file("memory", "memory.current"))?,
+                read_u64(&self.file("memory", "memory.max")),
+                "",
+            ),
+            Version::V1 => (
+                read_u64(&self.file("memory", "memory.usage_in_bytes"))?,
+                read_u64(&self.file("memory", "memory.limit_in_bytes")),
+                "total_",
+            ),
+        };
+        let stat = std::fs::read_to_string(self.file("memory", "memory.stat")).ok()?;
+        let get = |key: &str| keyed(&stat, &format!("{prefix}{key}")).unwrap_or(0);
+        let rss = match self.version {
+            Version::V2 => get("anon"),
+            Version::V1 => get("rss"),
+        };
+        let working_set = usage.saturating_sub(get("inactive_file"));
+        Some(Memory {
+            usage,
+            working_set,
+            rss,
+            available: limit
+                .filter(|&l| l < NO_LIMIT)
+                .map(|l| l.saturating_sub(working_set)),
+            page_faults: get("pgfault"),
+            major_page_faults: get("pgmajfault"),
+        })
+    }
+}
+
+/// A file holding one number (`max`, v2's "no limit", is `None`).
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// The value of `key` in a flat keyed file (`key value` lines, as

@@ -132,7 +132,7 @@ impl Runtime {
         self.config.root.join("containers")
     }
 
-    fn bundles_dir(&self) -> PathBuf {
+    pub(super) fn bundles_dir(&self) -> PathBuf {
         self.config.state.join("containers")
     }
 

@@ -12,7 +12,7 @@
 //!
 //! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
 //! containers: `container` (the lifecycle), `bundle` (rootfs and OCI
-//! bundle), `cgroup` (a container's cgroup files), `spec/` (the OCI spec), `exec` (ExecSync), `stop_signal` (the image's StopSignal), `shim/` (the process
+//! bundle), `cgroup` (a container's cgroup files), `spec/` (the OCI spec), `exec` (ExecSync), `stats` (container and pod usage), `stop_signal` (the image's StopSignal), `shim/` (the process
 //! that holds a container).
 
 mod bundle;
@@ -26,6 +26,7 @@ mod recover;
 mod sandbox;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 mod stop_signal;
 
 use std::collections::HashMap;
@@ -99,6 +100,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("stats: {0}")]
+    Stats(String),
     #[error("background task failed: {0}")]
     Task(String),
 }

@@ -1,10 +1,11 @@
-//! RuntimeService: Version, Status, the pod sandbox and the container RPCs
-//! (one module each group: `status`, `sandbox`, `container`). Every other
-//! RPC (exec, attach, port-forward, stats, events, update, log reopening)
+//! RuntimeService: Version, Status, the pod sandbox, container and stats
+//! RPCs (one module each group: `status`, `sandbox`, `container`, `stats`).
+//! Every other RPC (exec, attach, port-forward, events, update, log reopening)
 //! is tonic's generated stub, answering UNIMPLEMENTED until it is written.
 
 mod container;
 mod sandbox;
+mod stats;
 mod status;
 
 use std::sync::Arc;
@@ -170,6 +171,42 @@ impl RuntimeService for RuntimeApi {
         req: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
         container::exec_sync(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        stats::container(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        stats::list_containers(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        stats::pod(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        stats::list_pods(&self.rt, req.into_inner())
             .await
             .map(Response::new)
     }
