@@ -1007,3 +1007,104 @@ fn stats_report_cpu_memory_and_the_writable_layer() {
         cri.stop().await;
     });
 }
+
+/// A file of a container's cgroup (default parent /kiln-cri), v1 or v2.
+fn cgroup_file(id: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let path = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/kiln-cri/{id}/{v2}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}/kiln-cri/{id}/{v1}")
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn update_container_resources_changes_the_running_limits() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "update").await;
+        let config = with_memory_limit(
+            container_config("grow", &image, "while true; do sleep 1; done"),
+            16 << 20,
+        );
+        let id = create(&mut cri, &pod, config).await.unwrap();
+        start(&mut cri, &id).await;
+        // An exec joins the container's cgroup: 48 MB do not fit in 16 MiB.
+        let alloc = [
+            "sh",
+            "-c",
+            "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ];
+        let r = exec(&mut cri, &id, &alloc, 30).await.unwrap();
+        assert_ne!(r.exit_code, 0, "{r:?}");
+        assert!(!String::from_utf8_lossy(&r.stdout).contains("48000000"));
+
+        let rt = cri.runtime.clone();
+        let update = |resources: LinuxContainerResources| {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move {
+                rt.update_container_resources(UpdateContainerResourcesRequest {
+                    container_id: id,
+                    linux: Some(resources),
+                    ..Default::default()
+                })
+                .await
+            }
+        };
+        update(LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = exec(&mut cri, &id, &alloc, 30).await.unwrap();
+        assert_eq!(
+            (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+            ("48000000\n", 0)
+        );
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            assert_eq!(cgroup_file(&id, "cpu", "", "cpu.max"), "50000 100000");
+            assert_eq!(cgroup_file(&id, "cpu", "", "cpu.weight"), "20");
+        } else {
+            assert_eq!(cgroup_file(&id, "cpu", "cpu.cfs_quota_us", ""), "50000");
+            assert_eq!(cgroup_file(&id, "cpu", "cpu.shares", ""), "512");
+        }
+        let s = status(&mut cri, &id).await;
+        let limits = s.resources.unwrap().linux.unwrap();
+        assert_eq!(
+            (limits.memory_limit_in_bytes, limits.cpu_quota),
+            (256 << 20, 50_000)
+        );
+
+        let err = update(LinuxContainerResources {
+            memory_limit_in_bytes: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("memory_limit_in_bytes"), "{err:?}");
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        let err = update(LinuxContainerResources::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}

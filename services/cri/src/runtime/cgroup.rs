@@ -15,6 +15,12 @@
 //!   hierarchical `total_inactive_file`, `total_rss`, `total_pgfault`,
 //!   `total_pgmajfault`. The working set is usage minus inactive file
 //!   pages, as kubelet (cAdvisor) counts it.
+//!
+//! Files written by UpdateContainerResources (fields of 0 or empty are left
+//! as they are): v1 `memory.limit_in_bytes`, `cpu.shares`,
+//! `cpu.cfs_period_us`, `cpu.cfs_quota_us`, `cpuset.cpus`, `cpuset.mems`;
+//! v2 `memory.max`, `cpu.weight` (from shares, as runc converts them),
+//! `cpu.max` (`<quota> <period>`), `cpuset.cpus`, `cpuset.mems`.
 
 use std::path::{Path, PathBuf};
 
@@ -155,6 +161,76 @@ impl Cgroup {
     }
 }
 
+/// New limits for a running container's cgroup (CRI's meaning: 0 or empty
+/// is "leave as is").
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub memory: u64,
+    pub cpu_shares: u64,
+    pub cpu_quota: u64,
+    pub cpu_period: u64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+}
+
+impl Cgroup {
+    /// Writes `limits` into the cgroup's files; the error names the file.
+    pub fn update(&self, limits: &Limits) -> Result<(), (PathBuf, std::io::Error)> {
+        let mut writes: Vec<(&str, &str, String)> = Vec::new();
+        let l = limits;
+        match self.version {
+            Version::V1 => {
+                if l.memory > 0 {
+                    writes.push(("memory", "memory.limit_in_bytes", l.memory.to_string()));
+                }
+                if l.cpu_shares > 0 {
+                    writes.push(("cpu", "cpu.shares", l.cpu_shares.to_string()));
+                }
+                if l.cpu_period > 0 {
+                    writes.push(("cpu", "cpu.cfs_period_us", l.cpu_period.to_string()));
+                }
+                if l.cpu_quota > 0 {
+                    writes.push(("cpu", "cpu.cfs_quota_us", l.cpu_quota.to_string()));
+                }
+            }
+            Version::V2 => {
+                if l.memory > 0 {
+                    writes.push(("memory", "memory.max", l.memory.to_string()));
+                }
+                if l.cpu_shares > 0 {
+                    writes.push(("cpu", "cpu.weight", weight(l.cpu_shares).to_string()));
+                }
+                if l.cpu_quota > 0 {
+                    let period = if l.cpu_period > 0 {
+                        l.cpu_period
+                    } else {
+                        100_000
+                    };
+                    writes.push(("cpu", "cpu.max", format!("{} {period}", l.cpu_quota)));
+                }
+            }
+        }
+        if !l.cpuset_cpus.is_empty() {
+            writes.push(("cpuset", "cpuset.cpus", l.cpuset_cpus.clone()));
+        }
+        if !l.cpuset_mems.is_empty() {
+            writes.push(("cpuset", "cpuset.mems", l.cpuset_mems.clone()));
+        }
+        for (controller, name, value) in writes {
+            let path = self.file(controller, name);
+            std::fs::write(&path, value).map_err(|e| (path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// cgroup v1 CPU shares (2..262144) as a v2 weight (1..10000), the
+/// conversion runc and crun use.
+fn weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
 /// A file holding one number (`max`, v2's "no limit", is `None`).
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -180,6 +256,14 @@ mod tests {
         assert_eq!(keyed(text, "under_oom"), Some(0));
         assert_eq!(keyed(text, "oom"), None);
         assert_eq!(keyed("oom_kill x\n", "oom_kill"), None);
+    }
+
+    #[test]
+    fn shares_map_onto_weights() {
+        assert_eq!(weight(2), 1);
+        assert_eq!(weight(1024), 39);
+        assert_eq!(weight(262_144), 10_000);
+        assert_eq!(weight(1), 1);
     }
 
     #[test]

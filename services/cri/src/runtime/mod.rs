@@ -12,7 +12,8 @@
 //!
 //! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
 //! containers: `container` (the lifecycle), `bundle` (rootfs and OCI
-//! bundle), `cgroup` (a container's cgroup files), `spec/` (the OCI spec), `exec` (ExecSync), `stats` (container and pod usage), `stop_signal` (the image's StopSignal), `shim/` (the process
+//! bundle), `cgroup` (a container's cgroup files), `spec/` (the OCI spec), `exec` (ExecSync), `stats` (container and pod usage), `stop_signal` (the image's StopSignal), `update`
+//! (UpdateContainerResources), `shim/` (the process
 //! that holds a container).
 
 mod bundle;
@@ -28,6 +29,7 @@ pub mod shim;
 pub mod spec;
 pub mod stats;
 mod stop_signal;
+mod update;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -210,4 +210,20 @@ impl RuntimeService for RuntimeApi {
             .await
             .map(Response::new)
     }
+
+    async fn runtime_config(
+        &self,
+        _: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        Ok(Response::new(status::runtime_config()))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        container::update(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
