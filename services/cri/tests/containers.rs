@@ -1108,3 +1108,64 @@ fn update_container_resources_changes_the_running_limits() {
         cri.stop().await;
     });
 }
+
+#[test]
+fn reopen_container_log_follows_kubelets_rotation_without_losing_lines() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "rotate").await;
+        let script = "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.02; done";
+        let id = create(&mut cri, &pod, container_config("chatty", &image, script))
+            .await
+            .unwrap();
+        start(&mut cri, &id).await;
+        let log = logs(&cri).join("chatty.log");
+        let rotated = logs(&cri).join("chatty.log.1");
+        let wait_lines = |path: PathBuf, n: usize| async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !path.exists() || log_entries(&path).len() < n {
+                assert!(Instant::now() < deadline, "{} lines in {path:?}", n);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        wait_lines(log.clone(), 10).await;
+        // kubelet's rotation: rename, then ReopenContainerLog.
+        std::fs::rename(&log, &rotated).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cri.runtime
+            .reopen_container_log(ReopenContainerLogRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(log.exists());
+        wait_lines(log.clone(), 10).await;
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+
+        // Every line, in order, in exactly one of the two files.
+        let old: Vec<String> = log_entries(&rotated).into_iter().map(|e| e.2).collect();
+        let new: Vec<String> = log_entries(&log).into_iter().map(|e| e.2).collect();
+        assert!(old.len() >= 10 && new.len() >= 10, "{old:?} {new:?}");
+        let all: Vec<String> = old.into_iter().chain(new).collect();
+        let want: Vec<String> = (0..all.len()).map(|i| format!("line{i}")).collect();
+        assert_eq!(all, want);
+
+        let err = cri
+            .runtime
+            .reopen_container_log(ReopenContainerLogRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}

@@ -12,9 +12,10 @@
 //!
 //! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
 //! containers: `container` (the lifecycle), `bundle` (rootfs and OCI
-//! bundle), `cgroup` (a container's cgroup files), `spec/` (the OCI spec), `exec` (ExecSync), `stats` (container and pod usage), `stop_signal` (the image's StopSignal), `update`
-//! (UpdateContainerResources), `shim/` (the process
-//! that holds a container).
+//! bundle), `spec/` (the OCI spec), `exec` (ExecSync), `shim/` (the process
+//! that holds a container), `cgroup` (a container's cgroup files), `stats`
+//! (container and pod usage), `stop_signal` (the image's StopSignal),
+//! `update` (UpdateContainerResources), `reopen_log` (ReopenContainerLog).
 
 mod bundle;
 pub mod cgroup;
@@ -24,6 +25,7 @@ mod exec;
 pub mod netns;
 pub mod record;
 mod recover;
+mod reopen_log;
 mod sandbox;
 pub mod shim;
 pub mod spec;

@@ -216,7 +216,7 @@ fn start(args: &Args) -> Result<(Pid, Copiers), String> {
 fn spawn_copy(
     from: std::io::PipeReader,
     stream: &'static str,
-    log: &Arc<Mutex<File>>,
+    log: &Arc<Mutex<log::LogFile>>,
 ) -> std::thread::JoinHandle<()> {
     let log = log.clone();
     std::thread::spawn(move || log::copy(from, stream, &log))
@@ -224,7 +224,7 @@ fn spawn_copy(
 
 /// The CRI log (appended to, as kubelet expects after a restart), or
 /// /dev/null when kubelet asked for none.
-fn open_log(path: Option<&Path>) -> Result<Arc<Mutex<File>>, String> {
+fn open_log(path: Option<&Path>) -> Result<Arc<Mutex<log::LogFile>>, String> {
     let file = match path {
         Some(p) => {
             if let Some(parent) = p.parent() {
@@ -242,7 +242,9 @@ fn open_log(path: Option<&Path>) -> Result<Arc<Mutex<File>>, String> {
             .open("/dev/null")
             .map_err(|e| format!("/dev/null: {e}"))?,
     };
-    Ok(Arc::new(Mutex::new(file)))
+    let log =
+        log::LogFile::new(file, path.map(Path::to_path_buf)).map_err(|e| format!("log: {e}"))?;
+    Ok(Arc::new(Mutex::new(log)))
 }
 
 /// Reaps children (as a subreaper it inherits the container's orphans)

@@ -1,7 +1,8 @@
 //! RuntimeService: Version, Status, the pod sandbox, container and stats
-//! RPCs (one module each group: `status`, `sandbox`, `container`, `stats`).
-//! Every other RPC (exec, attach, port-forward, events, update, log reopening)
-//! is tonic's generated stub, answering UNIMPLEMENTED until it is written.
+//! RPCs (one module each group: `status`, `sandbox`, `container`, `stats`),
+//! ReopenContainerLog. Every other RPC (streaming exec, attach,
+//! port-forward, events, checkpoints) is tonic's generated stub, answering
+//! UNIMPLEMENTED until it is written.
 
 mod container;
 mod sandbox;
@@ -225,5 +226,16 @@ impl RuntimeService for RuntimeApi {
         container::update(&self.rt, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        self.rt
+            .reopen_container_log(&req.into_inner().container_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 }
