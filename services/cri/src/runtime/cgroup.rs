@@ -26,6 +26,22 @@ use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{path}: {source}")]
+    Spec {
+        path: PathBuf,
+        source: oci_spec::OciSpecError,
+    },
+    #[error("{path}: linux.cgroupsPath is missing")]
+    NoPath { path: PathBuf },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Which cgroup version this machine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -61,19 +77,17 @@ impl Cgroup {
     }
 
     /// A bundle's cgroup, from its `config.json`.
-    pub fn of_bundle(bundle: &Path) -> Result<Cgroup, String> {
-        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
-            .map_err(|e| format!("{}/config.json: {e}", bundle.display()))?;
+    pub fn of_bundle(bundle: &Path) -> Result<Cgroup, CgroupError> {
+        let file = bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&file).map_err(|source| CgroupError::Spec {
+            path: file.clone(),
+            source,
+        })?;
         let path = spec
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
-            .ok_or_else(|| {
-                format!(
-                    "{}/config.json: linux.cgroupsPath is missing",
-                    bundle.display()
-                )
-            })?;
+            .ok_or(CgroupError::NoPath { path: file })?;
         Ok(Cgroup::new(&path.to_string_lossy()))
     }
 
@@ -175,7 +189,7 @@ pub struct Limits {
 
 impl Cgroup {
     /// Writes `limits` into the cgroup's files; the error names the file.
-    pub fn update(&self, limits: &Limits) -> Result<(), (PathBuf, std::io::Error)> {
+    pub fn update(&self, limits: &Limits) -> Result<(), CgroupError> {
         let mut writes: Vec<(&str, &str, String)> = Vec::new();
         let l = limits;
         match self.version {
@@ -218,7 +232,7 @@ impl Cgroup {
         }
         for (controller, name, value) in writes {
             let path = self.file(controller, name);
-            std::fs::write(&path, value).map_err(|e| (path, e))?;
+            std::fs::write(&path, value).map_err(|source| CgroupError::Write { path, source })?;
         }
         Ok(())
     }

@@ -104,8 +104,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("stats: {0}")]
-    Stats(String),
+    #[error("container cgroup: {0}")]
+    Cgroup(#[from] cgroup::CgroupError),
     #[error("background task failed: {0}")]
     Task(String),
 }

@@ -34,7 +34,7 @@ impl Runtime {
         let bundle = self.bundles_dir().join(&view.record.id);
         let upper = self.containers_dir().join(&view.record.id).join("upper");
         tokio::task::spawn_blocking(move || {
-            let cgroup = Cgroup::of_bundle(&bundle).map_err(RuntimeError::Stats)?;
+            let cgroup = Cgroup::of_bundle(&bundle)?;
             let (bytes, inodes) = crate::fsutil::disk_usage(&upper)
                 .map_err(|(path, source)| RuntimeError::Io { path, source })?;
             Ok(Some(Usage {

@@ -44,14 +44,9 @@ impl Runtime {
             return Err(RuntimeError::NotRunning(rec.id));
         }
         let bundle = self.bundles_dir().join(&rec.id);
-        tokio::task::spawn_blocking(move || {
-            let cgroup = Cgroup::of_bundle(&bundle).map_err(RuntimeError::Stats)?;
-            cgroup
-                .update(&limits)
-                .map_err(|(path, source)| RuntimeError::Io { path, source })
-        })
-        .await
-        .map_err(|e| RuntimeError::Task(e.to_string()))??;
+        tokio::task::spawn_blocking(move || Cgroup::of_bundle(&bundle)?.update(&limits))
+            .await
+            .map_err(|e| RuntimeError::Task(e.to_string()))??;
         let config = {
             let mut index = self.index();
             let Some((_, config)) = index.containers.get_mut(&rec.id) else {
