@@ -671,3 +671,501 @@ fn bad_container_requests_get_named_errors() {
         cri.stop().await;
     });
 }
+
+fn with_memory_limit(mut config: ContainerConfig, bytes: i64) -> ContainerConfig {
+    config.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "oom").await;
+        // The shell itself holds 48 MB of command substitution.
+        let script = "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo survived ${#x}";
+
+        let roomy = with_memory_limit(container_config("roomy", &image, script), 256 << 20);
+        let id = create(&mut cri, &pod, roomy).await.unwrap();
+        start(&mut cri, &id).await;
+        let s = wait_exited(&mut cri, &id, Duration::from_secs(60)).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+        let lines: Vec<String> = log_entries(&logs(&cri).join("roomy.log"))
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(lines, vec!["survived 48000000"]);
+
+        let tight = with_memory_limit(container_config("tight", &image, script), 16 << 20);
+        let id = create(&mut cri, &pod, tight).await.unwrap();
+        start(&mut cri, &id).await;
+        let s = wait_exited(&mut cri, &id, Duration::from_secs(60)).await;
+        assert_eq!(
+            (s.exit_code, s.reason.as_str()),
+            (137, "OOMKilled"),
+            "{s:?}"
+        );
+        let tight_log = log_entries(&logs(&cri).join("tight.log"));
+        assert!(
+            tight_log.iter().all(|e| !e.2.starts_with("survived")),
+            "{tight_log:?}"
+        );
+
+        // A SIGKILL from StopContainer is 137 too, but no OOM.
+        let id = create(
+            &mut cri,
+            &pod,
+            container_config("killed", &image, "sleep 60"),
+        )
+        .await
+        .unwrap();
+        start(&mut cri, &id).await;
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        let s = status(&mut cri, &id).await;
+        assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn stop_sends_the_images_stop_signal() {
+    in_netns(|| async {
+        let (reg, work, mut cri, image) = setup().await;
+        reg.push(
+            &work.path().join("layout"),
+            "busybox-usr1",
+            "kiln/busybox:usr1",
+        );
+        let usr1_image = format!("{}/kiln/busybox:usr1", reg.addr);
+        cri.images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: usr1_image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pod = run_pod(&mut cri, "signals").await;
+        let script = "trap 'echo got USR1; exit 0' USR1; trap 'echo got TERM; exit 1' TERM; \
+                      echo up; while true; do sleep 0.1; done";
+        // (image, container name, exit code, last log line)
+        let cases = [
+            (&usr1_image, "usr1", 0, "got USR1"),
+            (&image, "term", 1, "got TERM"),
+        ];
+        for (image, name, code, line) in cases {
+            let id = create(&mut cri, &pod, container_config(name, image, script))
+                .await
+                .unwrap();
+            start(&mut cri, &id).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cri.runtime
+                .stop_container(StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 30,
+                })
+                .await
+                .unwrap();
+            let s = status(&mut cri, &id).await;
+            assert_eq!(s.exit_code, code, "{name}: {s:?}");
+            let lines: Vec<String> = log_entries(&logs(&cri).join(format!("{name}.log")))
+                .into_iter()
+                .map(|e| e.2)
+                .collect();
+            assert_eq!(lines, vec!["up", line], "{name}");
+        }
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+async fn container_stats(cri: &mut Cri, id: &str) -> Result<ContainerStats, tonic::Status> {
+    cri.runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner().stats.unwrap())
+}
+
+async fn list_stats(cri: &mut Cri, filter: ContainerStatsFilter) -> Vec<String> {
+    let mut ids: Vec<String> = cri
+        .runtime
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(filter),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .into_iter()
+        .map(|s| s.attributes.unwrap().id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn cpu_ns(s: &ContainerStats) -> u64 {
+    s.cpu
+        .as_ref()
+        .unwrap()
+        .usage_core_nano_seconds
+        .unwrap()
+        .value
+}
+
+#[test]
+fn stats_report_cpu_memory_and_the_writable_layer() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let mut config = pod_config(&cri, "stats");
+        config.labels = HashMap::from([("app".to_string(), "stats".to_string())]);
+        let id = cri
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let pod = (id, config);
+        let other = run_pod(&mut cri, "quiet").await;
+
+        let busy = with_memory_limit(
+            container_config("busy", &image, "while true; do :; done"),
+            64 << 20,
+        );
+        let busy = create(&mut cri, &pod, busy).await.unwrap();
+        // As root, to write 1 MB into / (the writable layer).
+        let mut writer = container_config(
+            "writer",
+            &image,
+            "head -c 1000000 /dev/zero > /big; echo written; sleep 600",
+        );
+        writer.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 0 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let writer = create(&mut cri, &pod, writer).await.unwrap();
+        let done = create(&mut cri, &pod, container_config("done", &image, "true"))
+            .await
+            .unwrap();
+        for id in [&busy, &writer, &done] {
+            start(&mut cri, id).await;
+        }
+        wait_exited(&mut cri, &done, Duration::from_secs(20)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log_entries(&logs(&cri).join("writer.log")).is_empty() {
+            assert!(Instant::now() < deadline, "the writer did not write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A busy container's CPU time grows; its memory is within its limit.
+        let first = container_stats(&mut cri, &busy).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = container_stats(&mut cri, &busy).await.unwrap();
+        assert!(cpu_ns(&first) > 0, "{first:?}");
+        assert!(cpu_ns(&second) > cpu_ns(&first), "{first:?} {second:?}");
+        let mem = second.memory.unwrap();
+        let ws = mem.working_set_bytes.unwrap().value;
+        assert!(ws > 0 && ws <= mem.usage_bytes.unwrap().value, "{mem:?}");
+        assert!(mem.available_bytes.unwrap().value < 64 << 20, "{mem:?}");
+        assert_eq!(second.attributes.as_ref().unwrap().labels["c"], "busy");
+
+        // The writer's 1 MB file is in its writable layer.
+        let w = container_stats(&mut cri, &writer).await.unwrap();
+        let layer = w.writable_layer.unwrap();
+        assert!(layer.used_bytes.unwrap().value >= 1_000_000, "{layer:?}");
+        assert!(layer.inodes_used.unwrap().value >= 1, "{layer:?}");
+        assert!(w.memory.unwrap().available_bytes.is_none());
+
+        // Exited containers have no stats; unknown ones are NOT_FOUND.
+        let err = container_stats(&mut cri, &done).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        let err = container_stats(&mut cri, &"0".repeat(64))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+        // Filters.
+        let mut running = vec![busy.clone(), writer.clone()];
+        running.sort();
+        assert_eq!(
+            list_stats(&mut cri, ContainerStatsFilter::default()).await,
+            running
+        );
+        let by_label = ContainerStatsFilter {
+            label_selector: HashMap::from([("c".into(), "writer".into())]),
+            ..Default::default()
+        };
+        assert_eq!(list_stats(&mut cri, by_label).await, vec![writer.clone()]);
+        let by_pod = ContainerStatsFilter {
+            pod_sandbox_id: pod.0.clone(),
+            ..Default::default()
+        };
+        assert_eq!(list_stats(&mut cri, by_pod).await, running);
+        let by_other_pod = ContainerStatsFilter {
+            pod_sandbox_id: other.0.clone(),
+            ..Default::default()
+        };
+        assert!(list_stats(&mut cri, by_other_pod).await.is_empty());
+        let by_id = ContainerStatsFilter {
+            id: busy[..12].into(),
+            ..Default::default()
+        };
+        assert_eq!(list_stats(&mut cri, by_id).await, vec![busy.clone()]);
+
+        // The pod's figures are its running containers' sums.
+        let p = cri
+            .runtime
+            .pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap()
+            .linux
+            .unwrap();
+        assert_eq!(p.containers.len(), 2);
+        let sum: u64 = p.containers.iter().map(cpu_ns).sum();
+        assert_eq!(p.cpu.unwrap().usage_core_nano_seconds.unwrap().value, sum);
+        assert!(sum >= cpu_ns(&second));
+        let ws_sum: u64 = p
+            .containers
+            .iter()
+            .map(|c| c.memory.as_ref().unwrap().working_set_bytes.unwrap().value)
+            .sum();
+        assert_eq!(p.memory.unwrap().working_set_bytes.unwrap().value, ws_sum);
+
+        let list = |filter: PodSandboxStatsFilter| {
+            let mut rt = cri.runtime.clone();
+            async move {
+                rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats
+            }
+        };
+        let all = list(PodSandboxStatsFilter::default()).await;
+        assert_eq!(all.len(), 2);
+        let quiet = all
+            .iter()
+            .find(|s| s.attributes.as_ref().unwrap().id == other.0)
+            .unwrap()
+            .linux
+            .as_ref()
+            .unwrap();
+        assert!(quiet.containers.is_empty() && quiet.cpu.is_none());
+        let labelled = list(PodSandboxStatsFilter {
+            label_selector: HashMap::from([("app".into(), "stats".into())]),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(labelled.len(), 1);
+        assert_eq!(labelled[0].attributes.as_ref().unwrap().id, pod.0);
+        let err = cri
+            .runtime
+            .pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: "f00d".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        remove_pod(&mut cri, &pod.0).await;
+        remove_pod(&mut cri, &other.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+/// A file of a container's cgroup (default parent /kiln-cri), v1 or v2.
+fn cgroup_file(id: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let path = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/kiln-cri/{id}/{v2}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}/kiln-cri/{id}/{v1}")
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn update_container_resources_changes_the_running_limits() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "update").await;
+        let config = with_memory_limit(
+            container_config("grow", &image, "while true; do sleep 1; done"),
+            16 << 20,
+        );
+        let id = create(&mut cri, &pod, config).await.unwrap();
+        start(&mut cri, &id).await;
+        // An exec joins the container's cgroup: 48 MB do not fit in 16 MiB.
+        let alloc = [
+            "sh",
+            "-c",
+            "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ];
+        let r = exec(&mut cri, &id, &alloc, 30).await.unwrap();
+        assert_ne!(r.exit_code, 0, "{r:?}");
+        assert!(!String::from_utf8_lossy(&r.stdout).contains("48000000"));
+
+        let rt = cri.runtime.clone();
+        let update = |resources: LinuxContainerResources| {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move {
+                rt.update_container_resources(UpdateContainerResourcesRequest {
+                    container_id: id,
+                    linux: Some(resources),
+                    ..Default::default()
+                })
+                .await
+            }
+        };
+        update(LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = exec(&mut cri, &id, &alloc, 30).await.unwrap();
+        assert_eq!(
+            (String::from_utf8_lossy(&r.stdout).as_ref(), r.exit_code),
+            ("48000000\n", 0)
+        );
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            assert_eq!(cgroup_file(&id, "cpu", "", "cpu.max"), "50000 100000");
+            assert_eq!(cgroup_file(&id, "cpu", "", "cpu.weight"), "20");
+        } else {
+            assert_eq!(cgroup_file(&id, "cpu", "cpu.cfs_quota_us", ""), "50000");
+            assert_eq!(cgroup_file(&id, "cpu", "cpu.shares", ""), "512");
+        }
+        let s = status(&mut cri, &id).await;
+        let limits = s.resources.unwrap().linux.unwrap();
+        assert_eq!(
+            (limits.memory_limit_in_bytes, limits.cpu_quota),
+            (256 << 20, 50_000)
+        );
+
+        let err = update(LinuxContainerResources {
+            memory_limit_in_bytes: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("memory_limit_in_bytes"), "{err:?}");
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        let err = update(LinuxContainerResources::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}
+
+#[test]
+fn reopen_container_log_follows_kubelets_rotation_without_losing_lines() {
+    in_netns(|| async {
+        let (_reg, _work, mut cri, image) = setup().await;
+        let pod = run_pod(&mut cri, "rotate").await;
+        let script = "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.02; done";
+        let id = create(&mut cri, &pod, container_config("chatty", &image, script))
+            .await
+            .unwrap();
+        start(&mut cri, &id).await;
+        let log = logs(&cri).join("chatty.log");
+        let rotated = logs(&cri).join("chatty.log.1");
+        let wait_lines = |path: PathBuf, n: usize| async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !path.exists() || log_entries(&path).len() < n {
+                assert!(Instant::now() < deadline, "{} lines in {path:?}", n);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        wait_lines(log.clone(), 10).await;
+        // kubelet's rotation: rename, then ReopenContainerLog.
+        std::fs::rename(&log, &rotated).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cri.runtime
+            .reopen_container_log(ReopenContainerLogRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(log.exists());
+        wait_lines(log.clone(), 10).await;
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+
+        // Every line, in order, in exactly one of the two files.
+        let old: Vec<String> = log_entries(&rotated).into_iter().map(|e| e.2).collect();
+        let new: Vec<String> = log_entries(&log).into_iter().map(|e| e.2).collect();
+        assert!(old.len() >= 10 && new.len() >= 10, "{old:?} {new:?}");
+        let all: Vec<String> = old.into_iter().chain(new).collect();
+        let want: Vec<String> = (0..all.len()).map(|i| format!("line{i}")).collect();
+        assert_eq!(all, want);
+
+        let err = cri
+            .runtime
+            .reopen_container_log(ReopenContainerLogRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        remove_pod(&mut cri, &pod.0).await;
+        assert_clean(&cri);
+        cri.stop().await;
+    });
+}

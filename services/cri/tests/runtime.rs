@@ -349,6 +349,16 @@ fn a_host_network_pod_skips_cni() {
     in_netns(|| async {
         let mut cri = Cri::start(&[]).await;
         assert!(!network_ready(&mut cri).await.status);
+        let config = cri
+            .runtime
+            .runtime_config(RuntimeConfigRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            config.linux.unwrap().cgroup_driver,
+            CgroupDriver::Cgroupfs as i32
+        );
         let id = run(&mut cri, host_network(pod("hostnet", "agent")))
             .await
             .unwrap();

@@ -2,8 +2,6 @@
 //! downloads untouched for a day) and the store's usage for ImageFsInfo.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::digest::Digest;
@@ -78,44 +76,11 @@ impl ImageStore {
     pub async fn usage(self: &Arc<Self>) -> Result<Usage, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut seen = HashSet::new();
-            let mut usage = Usage {
-                bytes: 0,
-                inodes: 0,
-            };
-            walk(store.root(), &mut seen, &mut usage)?;
-            Ok(usage)
+            let (bytes, inodes) = crate::fsutil::disk_usage(store.root())
+                .map_err(|(path, source)| StoreError::Walk { path, source })?;
+            Ok(Usage { bytes, inodes })
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
-}
-
-fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, u: &mut Usage) -> Result<(), StoreError> {
-    let err = |source| StoreError::Walk {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        // Removed while we walk (a collection, an unpack's rename).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(err(e)),
-    };
-    for e in entries {
-        let e = e.map_err(err)?;
-        let m = match e.path().symlink_metadata() {
-            Ok(m) => m,
-            // Removed while we walk (a collection, an unpack's rename).
-            Err(_) => continue,
-        };
-        if seen.insert((m.dev(), m.ino())) {
-            u.bytes += m.blocks() * 512;
-            u.inodes += 1;
-        }
-        if m.is_dir() {
-            walk(&e.path(), seen, u)?;
-        }
-    }
-    Ok(())
 }

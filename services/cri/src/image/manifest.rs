@@ -224,6 +224,8 @@ pub struct RunConfig {
     pub env: Option<Vec<String>>,
     #[serde(rename = "WorkingDir", default)]
     pub working_dir: Option<String>,
+    #[serde(rename = "StopSignal", default)]
+    pub stop_signal: Option<String>,
 }
 
 /// The layers' uncompressed digests.

@@ -33,6 +33,9 @@ pub struct ContainerRecord {
     pub created_at: i64,
     /// Absolute, or empty when kubelet asked for no log.
     pub log_path: String,
+    /// The image's StopSignal, sent before the SIGKILL of stop's timeout.
+    #[serde(default = "super::stop_signal::default")]
+    pub stop_signal: i32,
 }
 
 pub const RECORD: &str = "container.json";
@@ -75,7 +78,9 @@ pub fn observe(dir: &Path) -> Observed {
     let (state, reason, message) = match (&started, &exited) {
         (_, Some(e)) => (
             ContainerState::ContainerExited,
-            if e.exit_code == 0 {
+            if e.oom_killed {
+                "OOMKilled"
+            } else if e.exit_code == 0 {
                 "Completed"
             } else {
                 "Error"
@@ -95,6 +100,7 @@ pub fn observe(dir: &Path) -> Observed {
                 exit_code: 255,
                 finished_at: s.started_at,
                 signal: None,
+                oom_killed: false,
             });
             (
                 ContainerState::ContainerExited,
@@ -126,7 +132,7 @@ impl Runtime {
         self.config.root.join("containers")
     }
 
-    fn bundles_dir(&self) -> PathBuf {
+    pub(super) fn bundles_dir(&self) -> PathBuf {
         self.config.state.join("containers")
     }
 
@@ -203,6 +209,7 @@ impl Runtime {
             .images
             .run_config(&image)
             .map_err(|e| RuntimeError::Image(e.to_string()))?;
+        let stop_signal = super::stop_signal::parse(run_config.stop_signal.as_deref())?;
         let sandbox_id = sandbox.record.id.clone();
         let key = name_key(&sandbox_id, &config);
         let id = new_id()?;
@@ -232,6 +239,7 @@ impl Runtime {
             image: image_name,
             created_at: now_ns(),
             log_path,
+            stop_signal,
         };
         let dir = self.containers_dir().join(&id);
         let bundle = self.bundles_dir().join(&id);
@@ -329,7 +337,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds; returns
+    /// StopContainer: the image's StopSignal (SIGTERM unless it names
+    /// another), then SIGKILL after `timeout` seconds; returns
     /// once the exit is recorded. Stopping a stopped container is fine.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), RuntimeError> {
         let rec = self.container(id)?;
@@ -343,7 +352,8 @@ impl Runtime {
         };
         let pid = Pid::from_raw(started.pid);
         if timeout > 0 {
-            let _ = kill(pid, Signal::SIGTERM);
+            let first = Signal::try_from(rec.stop_signal).unwrap_or(Signal::SIGTERM);
+            let _ = kill(pid, first);
             if wait_exit(&dir, Duration::from_secs(timeout as u64)).await {
                 return Ok(());
             }

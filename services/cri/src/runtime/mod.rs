@@ -13,18 +13,25 @@
 //! Modules: `netns`, `cni/`, `record`, `sandbox` (the lifecycle), `recover`;
 //! containers: `container` (the lifecycle), `bundle` (rootfs and OCI
 //! bundle), `spec/` (the OCI spec), `exec` (ExecSync), `shim/` (the process
-//! that holds a container).
+//! that holds a container), `cgroup` (a container's cgroup files), `stats`
+//! (container and pod usage), `stop_signal` (the image's StopSignal),
+//! `update` (UpdateContainerResources), `reopen_log` (ReopenContainerLog).
 
 mod bundle;
+pub mod cgroup;
 pub mod cni;
 pub mod container;
 mod exec;
 pub mod netns;
 pub mod record;
 mod recover;
+mod reopen_log;
 mod sandbox;
 pub mod shim;
 pub mod spec;
+pub mod stats;
+mod stop_signal;
+mod update;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -97,6 +104,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("container cgroup: {0}")]
+    Cgroup(#[from] cgroup::CgroupError),
     #[error("background task failed: {0}")]
     Task(String),
 }

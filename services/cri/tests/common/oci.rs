@@ -83,10 +83,15 @@ impl Layout {
 
     /// An image manifest for `arch` with `layers` (bottom first).
     pub fn image(&self, arch: &str, layers: &[Layer], user: &str) -> Desc {
+        self.image_with(arch, layers, json!({"User": user, "Cmd": ["/bin/sh"]}))
+    }
+
+    /// An image manifest whose config's `config` is `run`.
+    pub fn image_with(&self, arch: &str, layers: &[Layer], run: Value) -> Desc {
         let config = json!({
             "architecture": arch,
             "os": "linux",
-            "config": {"User": user, "Cmd": ["/bin/sh"]},
+            "config": run,
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
         });
         let config = self.blob(
@@ -194,7 +199,8 @@ pub struct Built {
 /// Writes the test images: `busybox` (gzip layer with busybox, its hard
 /// link and symlink; zstd layer with a whiteout, an opaque directory and a
 /// hard link to the lower layer's busybox; a plain layer) and `multi` (an
-/// amd64 + arm64 index, each image with a file naming its platform).
+/// amd64 + arm64 index, each image with a file naming its platform);
+/// `busybox-usr1` is `busybox` with `StopSignal` SIGUSR1.
 pub fn build(dir: &Path) -> (Layout, Built) {
     let mut l = Layout::new(dir);
     let base = Tar::new()
@@ -224,6 +230,12 @@ pub fn build(dir: &Path) -> (Layout, Built) {
     ];
     let busybox = l.image(node_arch(), &layers, "1000");
     l.tag("busybox", &busybox);
+    let usr1 = l.image_with(
+        node_arch(),
+        &layers,
+        json!({"User": "1000", "Cmd": ["/bin/sh"], "StopSignal": "SIGUSR1"}),
+    );
+    l.tag("busybox-usr1", &usr1);
 
     let per_arch: Vec<(Desc, &str)> = ["amd64", "arm64"]
         .into_iter()

@@ -27,6 +27,9 @@ pub struct Exited {
     pub finished_at: i64,
     /// Set when a signal ended the process.
     pub signal: Option<i32>,
+    /// The OOM killer killed a process of the container's cgroup.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {

@@ -3,18 +3,64 @@
 //! longer than `MAX_LINE` are cut into partial (`P`) entries; each entry is
 //! one write under the file's lock, so the two streams never interleave
 //! inside an entry.
+//!
+//! Log rotation: kubelet renames the file and calls ReopenContainerLog,
+//! which creates a new file at the path. Before each entry the shim checks
+//! whether the path now names another file and, if so, appends there: every
+//! entry lands whole in the old file or the new one, none is lost, and no
+//! signal or daemon round trip is needed (a restarted daemon works too).
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// kubelet's own limit for a log line before it is split.
 const MAX_LINE: usize = 16 * 1024;
 
+/// The CRI log being written, and the path it is followed by.
+pub struct LogFile {
+    file: File,
+    /// `None` for /dev/null (no log asked for).
+    path: Option<PathBuf>,
+    /// The open file's device and inode.
+    id: (u64, u64),
+}
+
+impl LogFile {
+    pub fn new(file: File, path: Option<PathBuf>) -> std::io::Result<LogFile> {
+        let m = file.metadata()?;
+        Ok(LogFile {
+            file,
+            path,
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    /// Switches to the file now at the path, when it is another one.
+    fn follow(&mut self) {
+        let Some(path) = &self.path else { return };
+        let Ok(m) = std::fs::metadata(path) else {
+            return;
+        };
+        if (m.dev(), m.ino()) == self.id {
+            return;
+        }
+        match OpenOptions::new().append(true).open(path) {
+            Ok(file) => {
+                self.file = file;
+                self.id = (m.dev(), m.ino());
+            }
+            Err(e) => eprintln!("container log: reopening {}: {e}", path.display()),
+        }
+    }
+}
+
 /// Copies `from` until EOF. Write errors are counted, not fatal: the
 /// container must not stall on a full disk.
-pub fn copy(mut from: impl Read, stream: &str, to: &Arc<Mutex<File>>) {
+pub fn copy(mut from: impl Read, stream: &str, to: &Arc<Mutex<LogFile>>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; MAX_LINE];
     loop {
@@ -44,12 +90,13 @@ pub fn copy(mut from: impl Read, stream: &str, to: &Arc<Mutex<File>>) {
     }
 }
 
-fn emit(to: &Arc<Mutex<File>>, stream: &str, tag: char, text: &[u8]) {
+fn emit(to: &Arc<Mutex<LogFile>>, stream: &str, tag: char, text: &[u8]) {
     let mut entry = format!("{} {stream} {tag} ", rfc3339_nano(SystemTime::now())).into_bytes();
     entry.extend_from_slice(text);
     entry.push(b'\n');
-    let mut file = to.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = file.write_all(&entry) {
+    let mut log = to.lock().unwrap_or_else(|p| p.into_inner());
+    log.follow();
+    if let Err(e) = log.file.write_all(&entry) {
         eprintln!("container log: {e}");
     }
 }
@@ -102,7 +149,9 @@ mod tests {
     fn long_lines_are_split_into_partial_entries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let file = Arc::new(Mutex::new(File::create(&path).unwrap()));
+        let file = Arc::new(Mutex::new(
+            LogFile::new(File::create(&path).unwrap(), None).unwrap(),
+        ));
         let long = "x".repeat(MAX_LINE + 10);
         let input = format!("one\n{long}\ntail");
         copy(input.as_bytes(), "stderr", &file);
@@ -120,5 +169,24 @@ mod tests {
         assert_eq!((entries[1].1, entries[1].2.len()), ("P", MAX_LINE));
         assert_eq!((entries[2].1, entries[2].2), ("F", "x".repeat(10).as_str()));
         assert_eq!(entries[3], ("stderr", "F", "tail"));
+    }
+
+    #[test]
+    fn a_renamed_log_is_followed_once_a_new_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = File::create(&path).unwrap();
+        let log = Arc::new(Mutex::new(LogFile::new(file, Some(path.clone())).unwrap()));
+        copy("one\n".as_bytes(), "stdout", &log);
+        std::fs::rename(&path, dir.path().join("log.1")).unwrap();
+        // Renamed but not yet reopened: entries go on into the old file.
+        copy("two\n".as_bytes(), "stdout", &log);
+        File::create(&path).unwrap();
+        copy("three\n".as_bytes(), "stdout", &log);
+        let text = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(text("log.1").lines().count(), 2);
+        assert!(text("log.1").ends_with(" stdout F two\n"));
+        assert_eq!(text("log").lines().count(), 1);
+        assert!(text("log").ends_with(" stdout F three\n"));
     }
 }

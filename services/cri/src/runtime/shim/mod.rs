@@ -5,7 +5,8 @@
 //! detaches (`setsid`), becomes a child subreaper, creates and starts the
 //! container with libcontainer (single-threaded at that point, so its
 //! forks are safe), copies the container's stdout and stderr into the CRI
-//! log, waits for it and records its exit (`files`). The daemon can stop
+//! log, waits for it and records its exit (`files`) with whether the OOM
+//! killer struck in its cgroup (read before the cgroup is deleted). The daemon can stop
 //! and restart at any time: the container and its exit record do not
 //! depend on it. Stop is a signal to the recorded container pid.
 //!
@@ -28,6 +29,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use crate::runtime::cgroup::Cgroup;
 use crate::runtime::now_ns;
 
 /// What the shim needs, from argv.
@@ -114,7 +116,12 @@ fn background(args: &Args, mut ready: std::io::PipeWriter) -> i32 {
     let _ = ready.write_all(b"ok");
     drop(ready);
     let (pid, copiers) = pid;
+    let cgroup = Cgroup::of_bundle(&args.bundle)
+        .inspect_err(|e| eprintln!("cri-shim: the container's cgroup: {e}"))
+        .ok();
     let status = wait_for(pid);
+    // Read before libcontainer's delete removes the cgroup.
+    let oom_killed = cgroup.as_ref().and_then(Cgroup::oom_kills).unwrap_or(0) > 0;
     for c in copiers {
         let _ = c.join();
     }
@@ -127,6 +134,7 @@ fn background(args: &Args, mut ready: std::io::PipeWriter) -> i32 {
         exit_code,
         finished_at: now_ns(),
         signal,
+        oom_killed,
     };
     if let Err(e) = files::write(&args.dir, files::EXITED, &exited) {
         eprintln!("cri-shim: recording the exit: {e}");
@@ -208,7 +216,7 @@ fn start(args: &Args) -> Result<(Pid, Copiers), String> {
 fn spawn_copy(
     from: std::io::PipeReader,
     stream: &'static str,
-    log: &Arc<Mutex<File>>,
+    log: &Arc<Mutex<log::LogFile>>,
 ) -> std::thread::JoinHandle<()> {
     let log = log.clone();
     std::thread::spawn(move || log::copy(from, stream, &log))
@@ -216,7 +224,7 @@ fn spawn_copy(
 
 /// The CRI log (appended to, as kubelet expects after a restart), or
 /// /dev/null when kubelet asked for none.
-fn open_log(path: Option<&Path>) -> Result<Arc<Mutex<File>>, String> {
+fn open_log(path: Option<&Path>) -> Result<Arc<Mutex<log::LogFile>>, String> {
     let file = match path {
         Some(p) => {
             if let Some(parent) = p.parent() {
@@ -234,7 +242,9 @@ fn open_log(path: Option<&Path>) -> Result<Arc<Mutex<File>>, String> {
             .open("/dev/null")
             .map_err(|e| format!("/dev/null: {e}"))?,
     };
-    Ok(Arc::new(Mutex::new(file)))
+    let log =
+        log::LogFile::new(file, path.map(Path::to_path_buf)).map_err(|e| format!("log: {e}"))?;
+    Ok(Arc::new(Mutex::new(log)))
 }
 
 /// Reaps children (as a subreaper it inherits the container's orphans)

@@ -1,6 +1,6 @@
 //! The container RPCs: CreateContainer, StartContainer, StopContainer,
 //! RemoveContainer, ContainerStatus, ListContainers (filters: ID or ID
-//! prefix, state, sandbox, labels) and ExecSync.
+//! prefix, state, sandbox, labels), ExecSync and UpdateContainerResources.
 
 use std::sync::Arc;
 
@@ -82,6 +82,15 @@ pub fn status(
             annotations: v.config.annotations.clone(),
             mounts: v.config.mounts.clone(),
             log_path: v.record.log_path.clone(),
+            resources: v
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|r| ContainerResources {
+                    linux: Some(r),
+                    windows: None,
+                }),
             ..Default::default()
         }),
         ..Default::default()
@@ -131,4 +140,20 @@ pub async fn exec_sync(rt: &Runtime, req: ExecSyncRequest) -> Result<ExecSyncRes
         stderr: out.1,
         exit_code: out.2,
     })
+}
+
+pub async fn update(
+    rt: &Runtime,
+    req: UpdateContainerResourcesRequest,
+) -> Result<UpdateContainerResourcesResponse, Status> {
+    let resources = req.linux.ok_or_else(|| {
+        to_status(RuntimeError::Invalid {
+            field: "linux",
+            problem: "is required (Windows resources are not supported)".into(),
+        })
+    })?;
+    rt.update_container_resources(&req.container_id, resources)
+        .await
+        .map_err(to_status)?;
+    Ok(UpdateContainerResourcesResponse {})
 }

@@ -1,10 +1,12 @@
-//! RuntimeService: Version, Status, the pod sandbox and the container RPCs
-//! (one module each group: `status`, `sandbox`, `container`). Every other
-//! RPC (exec, attach, port-forward, stats, events, update, log reopening)
-//! is tonic's generated stub, answering UNIMPLEMENTED until it is written.
+//! RuntimeService: Version, Status, the pod sandbox, container and stats
+//! RPCs (one module each group: `status`, `sandbox`, `container`, `stats`),
+//! ReopenContainerLog. Every other RPC (streaming exec, attach,
+//! port-forward, events, checkpoints) is tonic's generated stub, answering
+//! UNIMPLEMENTED until it is written.
 
 mod container;
 mod sandbox;
+mod stats;
 mod status;
 
 use std::sync::Arc;
@@ -172,5 +174,68 @@ impl RuntimeService for RuntimeApi {
         container::exec_sync(&self.rt, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        stats::container(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        stats::list_containers(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        stats::pod(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        stats::list_pods(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        Ok(Response::new(status::runtime_config()))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        container::update(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        self.rt
+            .reopen_container_log(&req.into_inner().container_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 }

@@ -1,7 +1,12 @@
 //! Status: RuntimeReady always (the daemon answers), NetworkReady when the
-//! CNI conf dir holds a valid network configuration.
+//! CNI conf dir holds a valid network configuration. RuntimeConfig: the
+//! cgroup driver, cgroupfs (libcontainer writes the cgroup files itself; a
+//! Kiln node has no systemd), which kubelet must match.
 
-use crate::proto::v1::{RuntimeCondition, RuntimeStatus, StatusRequest, StatusResponse};
+use crate::proto::v1::{
+    CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
+    RuntimeStatus, StatusRequest, StatusResponse,
+};
 use crate::runtime::Runtime;
 
 pub fn status(rt: &Runtime, req: StatusRequest) -> StatusResponse {
@@ -43,5 +48,13 @@ pub fn status(rt: &Runtime, req: StatusRequest) -> StatusResponse {
         }),
         info,
         ..Default::default()
+    }
+}
+
+pub fn runtime_config() -> RuntimeConfigResponse {
+    RuntimeConfigResponse {
+        linux: Some(LinuxRuntimeConfiguration {
+            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+        }),
     }
 }
