@@ -225,24 +225,23 @@ async fn maintenance_then_configured_with_roles() {
     let v = c.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Maintenance as i32);
     assert_eq!(v.version, env!("CARGO_PKG_VERSION"));
-    let err = c
-        .get_configuration(GetConfigurationRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.get_configuration(GetConfigurationRequest {}).await,
+        Code::FailedPrecondition,
+    );
 
     // A bad config is refused with the field named; nothing is stored.
     let bad = pki.config("Not_A_Hostname");
-    let err = c
-        .apply_configuration(ApplyConfigurationRequest {
+    let err = refused(
+        c.apply_configuration(ApplyConfigurationRequest {
             data: bad.into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: false,
             try_timeout_seconds: 0,
         })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        .await,
+        Code::InvalidArgument,
+    );
     assert!(err.message().contains("hostname"), "{}", err.message());
     assert_eq!(apid.stored(), None);
 
@@ -285,24 +284,22 @@ async fn maintenance_then_configured_with_roles() {
     let text = String::from_utf8(seen.data).unwrap();
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     assert!(!text.contains("0123456789abcdef"), "{text}");
-    let err = r.reboot(RebootRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
-    let err = r
-        .apply_configuration(ApplyConfigurationRequest {
+    refused(r.reboot(RebootRequest {}).await, Code::PermissionDenied);
+    refused(
+        r.apply_configuration(ApplyConfigurationRequest {
             data: good.clone().into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: true,
             try_timeout_seconds: 0,
         })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        .await,
+        Code::PermissionDenied,
+    );
 
     // A certificate with no Kiln role is refused by apid.
     let nobody = pki.client(&["system:masters"], false);
     let mut n = apid.client(|| pki.trust(&nobody)).await;
-    let err = n.version(VersionRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    refused(n.version(VersionRequest {}).await, Code::PermissionDenied);
 
     // No certificate, a foreign CA's, or an expired one: the TLS handshake
     // itself fails.
@@ -465,8 +462,10 @@ async fn services_events_and_stats_through_pid1() {
     let pki = Pki::new("machine CA");
     let mut c = apid.client(insecure).await;
     // Maintenance mode serves none of them.
-    let err = c.service_list(ServiceListRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.service_list(ServiceListRequest {}).await,
+        Code::FailedPrecondition,
+    );
     c.apply_configuration(ApplyConfigurationRequest {
         data: pki.config("node-3").into_bytes(),
         mode: ApplyMode::Auto as i32,
@@ -521,8 +520,10 @@ async fn services_events_and_stats_through_pid1() {
     }
 
     // A reader may look but not touch.
-    let err = r.service_stop(service("worker")).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = refused(
+        r.service_stop(service("worker")).await,
+        Code::PermissionDenied,
+    );
     assert!(err.message().contains("operator"), "{}", err.message());
 
     // An operator stops, starts and restarts; the reader's stream sees it.
@@ -549,10 +550,11 @@ async fn services_events_and_stats_through_pid1() {
     assert!(!Path::new(&format!("/proc/{worker_pid}/exe")).exists());
 
     // Stopping apid itself is refused; unknown services are not found.
-    let err = o.service_stop(service("apid")).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    let err = o.service_start(service("nope")).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err}");
+    refused(
+        o.service_stop(service("apid")).await,
+        Code::FailedPrecondition,
+    );
+    refused(o.service_start(service("nope")).await, Code::NotFound);
 
     // A stored config is an event too.
     let admin = pki.role(Role::Admin);
@@ -613,10 +615,11 @@ async fn without_pid1_service_calls_are_unavailable() {
     let reader = pki.role(Role::Reader);
     let mut r = apid.client(|| pki.trust(&reader)).await;
     // The calls that need PID 1 say so; apid itself stays up.
-    let err = r.service_list(ServiceListRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err}");
-    let err = r.stats(StatsRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    refused(
+        r.service_list(ServiceListRequest {}).await,
+        Code::Unavailable,
+    );
+    let err = refused(r.stats(StatsRequest {}).await, Code::Unavailable);
     assert!(
         err.message().contains("control channel"),
         "{}",
@@ -634,6 +637,25 @@ fn apply(data: &str, mode: ApplyMode, try_timeout_seconds: u32) -> ApplyConfigur
         dry_run: false,
         try_timeout_seconds,
     }
+}
+
+/// The error a call must end in, checked to be `code`.
+fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code) -> tonic::Status {
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), code, "{err}");
+    err
+}
+
+/// Applies `req`, which must fail with `code` and a message naming
+/// `naming`.
+async fn apply_refused(
+    c: &mut kiln_api_proto::v1::machine_client::MachineClient<tonic::transport::Channel>,
+    req: ApplyConfigurationRequest,
+    code: Code,
+    naming: &str,
+) {
+    let err = refused(c.apply_configuration(req).await, code);
+    assert!(err.message().contains(naming), "{}", err.message());
 }
 
 /// Reads events until one matches; panics on none in time.
@@ -655,11 +677,11 @@ async fn try_mode_reverts_unless_confirmed() {
     let first = pki.config("node-6");
     let mut c = apid.client(insecure).await;
     // A node with no config has nothing to go back to.
-    let err = c
-        .apply_configuration(apply(&first, ApplyMode::Try, 5))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.apply_configuration(apply(&first, ApplyMode::Try, 5))
+            .await,
+        Code::FailedPrecondition,
+    );
     c.apply_configuration(apply(&first, ApplyMode::Auto, 0))
         .await
         .unwrap();
@@ -674,27 +696,21 @@ async fn try_mode_reverts_unless_confirmed() {
     // A change that needs a reboot cannot be tried; nor can a timeout out
     // of bounds be asked for.
     let moved = first.replace("https://10.0.0.1:6443", "https://10.0.0.2:6443");
-    let err = a
-        .apply_configuration(apply(&moved, ApplyMode::Try, 5))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    assert!(
-        err.message().contains("cluster.endpoint"),
-        "{}",
-        err.message()
-    );
+    apply_refused(
+        &mut a,
+        apply(&moved, ApplyMode::Try, 5),
+        Code::FailedPrecondition,
+        "cluster.endpoint",
+    )
+    .await;
     let tried = pki.config("node-7");
-    let err = a
-        .apply_configuration(apply(&tried, ApplyMode::Try, 4))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-    assert!(
-        err.message().contains("try_timeout_seconds"),
-        "{}",
-        err.message()
-    );
+    apply_refused(
+        &mut a,
+        apply(&tried, ApplyMode::Try, 4),
+        Code::InvalidArgument,
+        "try_timeout_seconds",
+    )
+    .await;
 
     // Tried: stored and live at once, reverted after the timeout.
     let r = a
@@ -706,16 +722,13 @@ async fn try_mode_reverts_unless_confirmed() {
     assert!(r.revert_at_unix_ms > 0 && !r.reboot, "{r:?}");
     assert_eq!(apid.stored().as_deref(), Some(tried.as_bytes()));
     // Nothing else is applied while a try is pending.
-    let err = a
-        .apply_configuration(apply(&pki.config("node-9"), ApplyMode::Auto, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    assert!(
-        err.message().contains("awaits confirmation"),
-        "{}",
-        err.message()
-    );
+    apply_refused(
+        &mut a,
+        apply(&pki.config("node-9"), ApplyMode::Auto, 0),
+        Code::FailedPrecondition,
+        "awaits confirmation",
+    )
+    .await;
     let reverted = until_event(&mut events, |e| match e {
         event::Event::ConfigReverted(r) => Some(r),
         _ => None,
@@ -723,11 +736,11 @@ async fn try_mode_reverts_unless_confirmed() {
     .await;
     assert!(reverted.message.contains("previous config"), "{reverted:?}");
     assert_eq!(apid.stored().as_deref(), Some(first.as_bytes()));
-    let err = a
-        .confirm_configuration(ConfirmConfigurationRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        a.confirm_configuration(ConfirmConfigurationRequest {})
+            .await,
+        Code::FailedPrecondition,
+    );
 
     // Confirmed: it stays past its deadline.
     let kept = pki.config("node-8");
@@ -747,11 +760,11 @@ async fn try_mode_reverts_unless_confirmed() {
     // Only an admin confirms.
     let reader = pki.role(Role::Reader);
     let mut r = apid.client(|| pki.trust(&reader)).await;
-    let err = r
-        .confirm_configuration(ConfirmConfigurationRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    refused(
+        r.confirm_configuration(ConfirmConfigurationRequest {})
+            .await,
+        Code::PermissionDenied,
+    );
     drop(events);
     apid.stop().await;
 }
@@ -791,21 +804,19 @@ async fn reset_is_recorded_for_pid1_then_reboots() {
     let pki = Pki::new("machine CA");
     let mut c = apid.client(insecure).await;
     // Not in maintenance mode: there is nothing to reset.
-    let err = c
-        .reset(ResetRequest { wipe_state: true })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.reset(ResetRequest { wipe_state: true }).await,
+        Code::FailedPrecondition,
+    );
     c.apply_configuration(apply(&pki.config("node-12"), ApplyMode::Auto, 0))
         .await
         .unwrap();
     let operator = pki.role(Role::Operator);
     let mut o = apid.client(|| pki.trust(&operator)).await;
-    let err = o
-        .reset(ResetRequest { wipe_state: false })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    refused(
+        o.reset(ResetRequest { wipe_state: false }).await,
+        Code::PermissionDenied,
+    );
     let admin = pki.role(Role::Admin);
     let mut a = apid.client(|| pki.trust(&admin)).await;
     a.reset(ResetRequest { wipe_state: true }).await.unwrap();

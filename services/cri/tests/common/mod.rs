@@ -18,9 +18,11 @@ use hyper_util::rt::TokioIo;
 use kiln_cri::image::ImageStore;
 use kiln_cri::proto::v1::image_service_client::ImageServiceClient;
 use kiln_cri::proto::v1::runtime_service_client::RuntimeServiceClient;
+use kiln_cri::proto::v1::{PodSandboxMetadata, RemovePodSandboxRequest};
 use kiln_cri::runtime::cni::Cni;
 use kiln_cri::runtime::{Runtime, RuntimeConfig};
 use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
 
 /// Runs `f` in a fresh network namespace (this test thread only; the
 /// runtime's threads and every child process inherit it) with loopback up.
@@ -126,6 +128,15 @@ impl Cri {
         v
     }
 
+    pub async fn remove_pod(&mut self, id: &str) {
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
     pub async fn stop(mut self) {
         self.shutdown().await;
     }
@@ -167,6 +178,23 @@ pub fn push_busybox(reg: &registry::Registry) -> (tempfile::TempDir, oci::Layout
     let (layout, built) = oci::build(&work.path().join("layout"));
     reg.push(&layout.dir, "busybox", "kiln/busybox:1");
     (work, layout, built)
+}
+
+/// A pod's metadata: `name` in the default namespace, uid `uid-<name>`.
+pub fn pod_metadata(name: &str) -> Option<PodSandboxMetadata> {
+    Some(PodSandboxMetadata {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        namespace: "default".into(),
+        attempt: 0,
+    })
+}
+
+/// The error a call must end in, checked to be `code`.
+pub fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), code, "{err:?}");
+    err
 }
 
 /// A free TCP port on 127.0.0.1 (in the test's namespace).
