@@ -189,6 +189,16 @@ impl Apid {
     }
 
     /// Connects, retrying while the server (re)starts.
+    /// A client holding a fresh certificate for `role`.
+    async fn client_as(
+        &self,
+        pki: &Pki,
+        role: Role,
+    ) -> kiln_api_proto::v1::machine_client::MachineClient<tonic::transport::Channel> {
+        let cert = pki.role(role);
+        self.client(|| pki.trust(&cert)).await
+    }
+
     async fn client(
         &self,
         trust: impl Fn() -> Trust,
@@ -261,8 +271,7 @@ async fn maintenance_then_configured_with_roles() {
     assert_eq!(apid.stored().as_deref(), Some(good.as_bytes()));
 
     // Now only CA-signed clients get in, each with its role.
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let v = a.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Configured as i32);
     let full = a
@@ -273,8 +282,7 @@ async fn maintenance_then_configured_with_roles() {
     assert!(!full.redacted);
     assert_eq!(full.data, good.as_bytes());
 
-    let reader = pki.role(Role::Reader);
-    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let mut r = apid.client_as(&pki, Role::Reader).await;
     let seen = r
         .get_configuration(GetConfigurationRequest {})
         .await
@@ -383,8 +391,7 @@ async fn logs_and_reboot() {
     })
     .await
     .unwrap();
-    let operator = pki.role(Role::Operator);
-    let mut o = apid.client(|| pki.trust(&operator)).await;
+    let mut o = apid.client_as(&pki, Role::Operator).await;
 
     std::fs::write(apid.log_dir().join("log/svc.log"), "a\nb\nc\n").unwrap();
     let mut lines = o
@@ -557,8 +564,7 @@ async fn services_events_and_stats_through_pid1() {
     refused(o.service_start(service("nope")).await, Code::NotFound);
 
     // A stored config is an event too.
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     a.apply_configuration(ApplyConfigurationRequest {
         data: pki.config("node-4").into_bytes(),
         mode: ApplyMode::Staged as i32,
@@ -612,8 +618,7 @@ async fn without_pid1_service_calls_are_unavailable() {
     })
     .await
     .unwrap();
-    let reader = pki.role(Role::Reader);
-    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let mut r = apid.client_as(&pki, Role::Reader).await;
     // The calls that need PID 1 say so; apid itself stays up.
     refused(
         r.service_list(ServiceListRequest {}).await,
@@ -685,8 +690,7 @@ async fn try_mode_reverts_unless_confirmed() {
     c.apply_configuration(apply(&first, ApplyMode::Auto, 0))
         .await
         .unwrap();
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let mut events = a
         .events(EventsRequest { follow: true })
         .await
@@ -758,8 +762,7 @@ async fn try_mode_reverts_unless_confirmed() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(apid.stored().as_deref(), Some(kept.as_bytes()));
     // Only an admin confirms.
-    let reader = pki.role(Role::Reader);
-    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let mut r = apid.client_as(&pki, Role::Reader).await;
     refused(
         r.confirm_configuration(ConfirmConfigurationRequest {})
             .await,
@@ -781,8 +784,7 @@ async fn a_try_left_by_an_earlier_apid_is_resumed() {
             .unwrap()
     })
     .await;
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let mut events = a
         .events(EventsRequest { follow: true })
         .await
@@ -811,14 +813,12 @@ async fn reset_is_recorded_for_pid1_then_reboots() {
     c.apply_configuration(apply(&pki.config("node-12"), ApplyMode::Auto, 0))
         .await
         .unwrap();
-    let operator = pki.role(Role::Operator);
-    let mut o = apid.client(|| pki.trust(&operator)).await;
+    let mut o = apid.client_as(&pki, Role::Operator).await;
     refused(
         o.reset(ResetRequest { wipe_state: false }).await,
         Code::PermissionDenied,
     );
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     a.reset(ResetRequest { wipe_state: true }).await.unwrap();
     let store = ConfigStore::new(&apid.dir.path().join("state"));
     assert_eq!(
@@ -937,8 +937,7 @@ async fn config_fetched_from_the_command_line_url() {
     let (addr, served) = config_server(config.clone(), 2, None).await;
     let pin: [u8; 32] = sha2::Sha256::digest(config.as_bytes()).into();
     let apid = Apid::start_full(true, Some(source(addr, Some(pin))), |_| {}).await;
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let v = a.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Configured as i32);
     assert_eq!(apid.stored().as_deref(), Some(config.as_bytes()));
@@ -998,8 +997,7 @@ async fn config_fetched_over_https_only_from_a_trusted_server() {
         trust: config_source::Trust::with_roots(roots),
     };
     let apid = Apid::start_full(true, Some(source), |_| {}).await;
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let v = a.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Configured as i32);
     assert_eq!(apid.stored().as_deref(), Some(config.as_bytes()));

@@ -151,24 +151,31 @@ impl Cri {
     }
 }
 
+/// Connects once the server listens: after a restart the old socket file
+/// is there before the new server binds it, so refusals are retried.
 async fn connect(socket: &Path) -> Channel {
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
+    let path = socket.to_path_buf();
+    let endpoint = Endpoint::try_from("http://[::]:50051").unwrap();
+    let mut tries = 0;
+    loop {
+        let path = path.clone();
+        let connected = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await;
+        match connected {
+            Ok(channel) => return channel,
+            Err(e) if tries == 250 => panic!("{}: {e:?}", socket.display()),
+            Err(_) => tries += 1,
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let path = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
 }
 
 /// Builds the test images (`oci::build`) and pushes `busybox` as
