@@ -189,6 +189,16 @@ impl Apid {
     }
 
     /// Connects, retrying while the server (re)starts.
+    /// A client holding a fresh certificate for `role`.
+    async fn client_as(
+        &self,
+        pki: &Pki,
+        role: Role,
+    ) -> kiln_api_proto::v1::machine_client::MachineClient<tonic::transport::Channel> {
+        let cert = pki.role(role);
+        self.client(|| pki.trust(&cert)).await
+    }
+
     async fn client(
         &self,
         trust: impl Fn() -> Trust,
@@ -225,24 +235,23 @@ async fn maintenance_then_configured_with_roles() {
     let v = c.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Maintenance as i32);
     assert_eq!(v.version, env!("CARGO_PKG_VERSION"));
-    let err = c
-        .get_configuration(GetConfigurationRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.get_configuration(GetConfigurationRequest {}).await,
+        Code::FailedPrecondition,
+    );
 
     // A bad config is refused with the field named; nothing is stored.
     let bad = pki.config("Not_A_Hostname");
-    let err = c
-        .apply_configuration(ApplyConfigurationRequest {
+    let err = refused(
+        c.apply_configuration(ApplyConfigurationRequest {
             data: bad.into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: false,
             try_timeout_seconds: 0,
         })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        .await,
+        Code::InvalidArgument,
+    );
     assert!(err.message().contains("hostname"), "{}", err.message());
     assert_eq!(apid.stored(), None);
 
@@ -262,8 +271,7 @@ async fn maintenance_then_configured_with_roles() {
     assert_eq!(apid.stored().as_deref(), Some(good.as_bytes()));
 
     // Now only CA-signed clients get in, each with its role.
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let v = a.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Configured as i32);
     let full = a
@@ -274,8 +282,7 @@ async fn maintenance_then_configured_with_roles() {
     assert!(!full.redacted);
     assert_eq!(full.data, good.as_bytes());
 
-    let reader = pki.role(Role::Reader);
-    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let mut r = apid.client_as(&pki, Role::Reader).await;
     let seen = r
         .get_configuration(GetConfigurationRequest {})
         .await
@@ -285,24 +292,22 @@ async fn maintenance_then_configured_with_roles() {
     let text = String::from_utf8(seen.data).unwrap();
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     assert!(!text.contains("0123456789abcdef"), "{text}");
-    let err = r.reboot(RebootRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
-    let err = r
-        .apply_configuration(ApplyConfigurationRequest {
+    refused(r.reboot(RebootRequest {}).await, Code::PermissionDenied);
+    refused(
+        r.apply_configuration(ApplyConfigurationRequest {
             data: good.clone().into_bytes(),
             mode: ApplyMode::Auto as i32,
             dry_run: true,
             try_timeout_seconds: 0,
         })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        .await,
+        Code::PermissionDenied,
+    );
 
     // A certificate with no Kiln role is refused by apid.
     let nobody = pki.client(&["system:masters"], false);
     let mut n = apid.client(|| pki.trust(&nobody)).await;
-    let err = n.version(VersionRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    refused(n.version(VersionRequest {}).await, Code::PermissionDenied);
 
     // No certificate, a foreign CA's, or an expired one: the TLS handshake
     // itself fails.
@@ -386,8 +391,7 @@ async fn logs_and_reboot() {
     })
     .await
     .unwrap();
-    let operator = pki.role(Role::Operator);
-    let mut o = apid.client(|| pki.trust(&operator)).await;
+    let mut o = apid.client_as(&pki, Role::Operator).await;
 
     std::fs::write(apid.log_dir().join("log/svc.log"), "a\nb\nc\n").unwrap();
     let mut lines = o
@@ -465,8 +469,10 @@ async fn services_events_and_stats_through_pid1() {
     let pki = Pki::new("machine CA");
     let mut c = apid.client(insecure).await;
     // Maintenance mode serves none of them.
-    let err = c.service_list(ServiceListRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.service_list(ServiceListRequest {}).await,
+        Code::FailedPrecondition,
+    );
     c.apply_configuration(ApplyConfigurationRequest {
         data: pki.config("node-3").into_bytes(),
         mode: ApplyMode::Auto as i32,
@@ -521,8 +527,10 @@ async fn services_events_and_stats_through_pid1() {
     }
 
     // A reader may look but not touch.
-    let err = r.service_stop(service("worker")).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = refused(
+        r.service_stop(service("worker")).await,
+        Code::PermissionDenied,
+    );
     assert!(err.message().contains("operator"), "{}", err.message());
 
     // An operator stops, starts and restarts; the reader's stream sees it.
@@ -549,14 +557,14 @@ async fn services_events_and_stats_through_pid1() {
     assert!(!Path::new(&format!("/proc/{worker_pid}/exe")).exists());
 
     // Stopping apid itself is refused; unknown services are not found.
-    let err = o.service_stop(service("apid")).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    let err = o.service_start(service("nope")).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err}");
+    refused(
+        o.service_stop(service("apid")).await,
+        Code::FailedPrecondition,
+    );
+    refused(o.service_start(service("nope")).await, Code::NotFound);
 
     // A stored config is an event too.
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     a.apply_configuration(ApplyConfigurationRequest {
         data: pki.config("node-4").into_bytes(),
         mode: ApplyMode::Staged as i32,
@@ -610,13 +618,13 @@ async fn without_pid1_service_calls_are_unavailable() {
     })
     .await
     .unwrap();
-    let reader = pki.role(Role::Reader);
-    let mut r = apid.client(|| pki.trust(&reader)).await;
+    let mut r = apid.client_as(&pki, Role::Reader).await;
     // The calls that need PID 1 say so; apid itself stays up.
-    let err = r.service_list(ServiceListRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err}");
-    let err = r.stats(StatsRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    refused(
+        r.service_list(ServiceListRequest {}).await,
+        Code::Unavailable,
+    );
+    let err = refused(r.stats(StatsRequest {}).await, Code::Unavailable);
     assert!(
         err.message().contains("control channel"),
         "{}",
@@ -634,6 +642,25 @@ fn apply(data: &str, mode: ApplyMode, try_timeout_seconds: u32) -> ApplyConfigur
         dry_run: false,
         try_timeout_seconds,
     }
+}
+
+/// The error a call must end in, checked to be `code`.
+fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code) -> tonic::Status {
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), code, "{err}");
+    err
+}
+
+/// Applies `req`, which must fail with `code` and a message naming
+/// `naming`.
+async fn apply_refused(
+    c: &mut kiln_api_proto::v1::machine_client::MachineClient<tonic::transport::Channel>,
+    req: ApplyConfigurationRequest,
+    code: Code,
+    naming: &str,
+) {
+    let err = refused(c.apply_configuration(req).await, code);
+    assert!(err.message().contains(naming), "{}", err.message());
 }
 
 /// Reads events until one matches; panics on none in time.
@@ -655,16 +682,15 @@ async fn try_mode_reverts_unless_confirmed() {
     let first = pki.config("node-6");
     let mut c = apid.client(insecure).await;
     // A node with no config has nothing to go back to.
-    let err = c
-        .apply_configuration(apply(&first, ApplyMode::Try, 5))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.apply_configuration(apply(&first, ApplyMode::Try, 5))
+            .await,
+        Code::FailedPrecondition,
+    );
     c.apply_configuration(apply(&first, ApplyMode::Auto, 0))
         .await
         .unwrap();
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let mut events = a
         .events(EventsRequest { follow: true })
         .await
@@ -674,27 +700,21 @@ async fn try_mode_reverts_unless_confirmed() {
     // A change that needs a reboot cannot be tried; nor can a timeout out
     // of bounds be asked for.
     let moved = first.replace("https://10.0.0.1:6443", "https://10.0.0.2:6443");
-    let err = a
-        .apply_configuration(apply(&moved, ApplyMode::Try, 5))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    assert!(
-        err.message().contains("cluster.endpoint"),
-        "{}",
-        err.message()
-    );
+    apply_refused(
+        &mut a,
+        apply(&moved, ApplyMode::Try, 5),
+        Code::FailedPrecondition,
+        "cluster.endpoint",
+    )
+    .await;
     let tried = pki.config("node-7");
-    let err = a
-        .apply_configuration(apply(&tried, ApplyMode::Try, 4))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-    assert!(
-        err.message().contains("try_timeout_seconds"),
-        "{}",
-        err.message()
-    );
+    apply_refused(
+        &mut a,
+        apply(&tried, ApplyMode::Try, 4),
+        Code::InvalidArgument,
+        "try_timeout_seconds",
+    )
+    .await;
 
     // Tried: stored and live at once, reverted after the timeout.
     let r = a
@@ -706,16 +726,13 @@ async fn try_mode_reverts_unless_confirmed() {
     assert!(r.revert_at_unix_ms > 0 && !r.reboot, "{r:?}");
     assert_eq!(apid.stored().as_deref(), Some(tried.as_bytes()));
     // Nothing else is applied while a try is pending.
-    let err = a
-        .apply_configuration(apply(&pki.config("node-9"), ApplyMode::Auto, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    assert!(
-        err.message().contains("awaits confirmation"),
-        "{}",
-        err.message()
-    );
+    apply_refused(
+        &mut a,
+        apply(&pki.config("node-9"), ApplyMode::Auto, 0),
+        Code::FailedPrecondition,
+        "awaits confirmation",
+    )
+    .await;
     let reverted = until_event(&mut events, |e| match e {
         event::Event::ConfigReverted(r) => Some(r),
         _ => None,
@@ -723,11 +740,11 @@ async fn try_mode_reverts_unless_confirmed() {
     .await;
     assert!(reverted.message.contains("previous config"), "{reverted:?}");
     assert_eq!(apid.stored().as_deref(), Some(first.as_bytes()));
-    let err = a
-        .confirm_configuration(ConfirmConfigurationRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        a.confirm_configuration(ConfirmConfigurationRequest {})
+            .await,
+        Code::FailedPrecondition,
+    );
 
     // Confirmed: it stays past its deadline.
     let kept = pki.config("node-8");
@@ -745,13 +762,12 @@ async fn try_mode_reverts_unless_confirmed() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(apid.stored().as_deref(), Some(kept.as_bytes()));
     // Only an admin confirms.
-    let reader = pki.role(Role::Reader);
-    let mut r = apid.client(|| pki.trust(&reader)).await;
-    let err = r
-        .confirm_configuration(ConfirmConfigurationRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let mut r = apid.client_as(&pki, Role::Reader).await;
+    refused(
+        r.confirm_configuration(ConfirmConfigurationRequest {})
+            .await,
+        Code::PermissionDenied,
+    );
     drop(events);
     apid.stop().await;
 }
@@ -768,8 +784,7 @@ async fn a_try_left_by_an_earlier_apid_is_resumed() {
             .unwrap()
     })
     .await;
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let mut events = a
         .events(EventsRequest { follow: true })
         .await
@@ -791,23 +806,19 @@ async fn reset_is_recorded_for_pid1_then_reboots() {
     let pki = Pki::new("machine CA");
     let mut c = apid.client(insecure).await;
     // Not in maintenance mode: there is nothing to reset.
-    let err = c
-        .reset(ResetRequest { wipe_state: true })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    refused(
+        c.reset(ResetRequest { wipe_state: true }).await,
+        Code::FailedPrecondition,
+    );
     c.apply_configuration(apply(&pki.config("node-12"), ApplyMode::Auto, 0))
         .await
         .unwrap();
-    let operator = pki.role(Role::Operator);
-    let mut o = apid.client(|| pki.trust(&operator)).await;
-    let err = o
-        .reset(ResetRequest { wipe_state: false })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut o = apid.client_as(&pki, Role::Operator).await;
+    refused(
+        o.reset(ResetRequest { wipe_state: false }).await,
+        Code::PermissionDenied,
+    );
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     a.reset(ResetRequest { wipe_state: true }).await.unwrap();
     let store = ConfigStore::new(&apid.dir.path().join("state"));
     assert_eq!(
@@ -926,8 +937,7 @@ async fn config_fetched_from_the_command_line_url() {
     let (addr, served) = config_server(config.clone(), 2, None).await;
     let pin: [u8; 32] = sha2::Sha256::digest(config.as_bytes()).into();
     let apid = Apid::start_full(true, Some(source(addr, Some(pin))), |_| {}).await;
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let v = a.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Configured as i32);
     assert_eq!(apid.stored().as_deref(), Some(config.as_bytes()));
@@ -987,8 +997,7 @@ async fn config_fetched_over_https_only_from_a_trusted_server() {
         trust: config_source::Trust::with_roots(roots),
     };
     let apid = Apid::start_full(true, Some(source), |_| {}).await;
-    let admin = pki.role(Role::Admin);
-    let mut a = apid.client(|| pki.trust(&admin)).await;
+    let mut a = apid.client_as(&pki, Role::Admin).await;
     let v = a.version(VersionRequest {}).await.unwrap().into_inner();
     assert_eq!(v.mode, Mode::Configured as i32);
     assert_eq!(apid.stored().as_deref(), Some(config.as_bytes()));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::registry::Registry;
-use common::{in_netns, push_busybox, Cri};
+use common::{in_netns, push_busybox, refused, Cri};
 use kiln_cri::proto::v1::*;
 use tonic::Code;
 
@@ -23,16 +23,7 @@ async fn setup() -> (Registry, tempfile::TempDir, Cri, String) {
     let (work, _, _) = push_busybox(&reg);
     let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
     let image = format!("{}/{IMAGE}", reg.addr);
-    cri.images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&mut cri, &image).await;
     let ipam = cri.dir.path().join("ipam");
     std::fs::write(
         cri.cni_conf_dir().join("10-kiln.conflist"),
@@ -48,12 +39,7 @@ async fn setup() -> (Registry, tempfile::TempDir, Cri, String) {
 
 fn pod_config(cri: &Cri, name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
+        metadata: common::pod_metadata(name),
         hostname: format!("host-{name}"),
         log_directory: logs(cri).display().to_string(),
         dns_config: Some(DnsConfig {
@@ -74,6 +60,10 @@ fn logs(cri: &Cri) -> PathBuf {
 
 async fn run_pod(cri: &mut Cri, name: &str) -> (String, PodSandboxConfig) {
     let config = pod_config(cri, name);
+    run_pod_with(cri, config).await
+}
+
+async fn run_pod_with(cri: &mut Cri, config: PodSandboxConfig) -> (String, PodSandboxConfig) {
     let id = cri
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -117,6 +107,57 @@ async fn create(
         })
         .await
         .map(|r| r.into_inner().container_id)
+}
+
+async fn pull(cri: &mut Cri, image: &str) {
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Runs the container as root (over the image's user 1000).
+fn run_as_root(config: &mut ContainerConfig) {
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
+fn set_oom_score_adj(config: &mut ContainerConfig, oom_score_adj: i64) {
+    set_resources(
+        config,
+        LinuxContainerResources {
+            oom_score_adj,
+            ..Default::default()
+        },
+    );
+}
+
+fn set_resources(config: &mut ContainerConfig, resources: LinuxContainerResources) {
+    config.linux = Some(LinuxContainerConfig {
+        resources: Some(resources),
+        ..Default::default()
+    });
+}
+
+async fn create_started(
+    cri: &mut Cri,
+    pod: &(String, PodSandboxConfig),
+    config: ContainerConfig,
+) -> String {
+    let id = create(cri, pod, config).await.unwrap();
+    start(cri, &id).await;
+    id
 }
 
 async fn start(cri: &mut Cri, id: &str) {
@@ -168,13 +209,50 @@ fn log_entries(path: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
-async fn remove_pod(cri: &mut Cri, id: &str) {
+async fn stop(cri: &mut Cri, id: &str, timeout: i64) {
     cri.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
+        .stop_container(StopContainerRequest {
+            container_id: id.into(),
+            timeout,
         })
         .await
         .unwrap();
+}
+
+/// The text of each line of the CRI log `name` in the pod's log directory.
+fn log_lines(cri: &Cri, name: &str) -> Vec<String> {
+    log_entries(&logs(cri).join(name))
+        .into_iter()
+        .map(|e| e.2)
+        .collect()
+}
+
+/// Removes a container and checks its status is then NOT_FOUND.
+async fn remove_and_check_gone(cri: &mut Cri, id: &str) {
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+    refused(
+        cri.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+/// A test's end: removes the pods, checks nothing is left, stops kiln-cri.
+async fn finish(mut cri: Cri, pods: &[&str]) {
+    for pod in pods {
+        cri.remove_pod(pod).await;
+    }
+    assert_clean(&cri);
+    cri.stop().await;
 }
 
 /// Nothing of any pod or container is left: records, bundles, mounts.
@@ -238,36 +316,19 @@ fn a_container_logs_and_exits_with_its_code() {
             key: "GREETING".into(),
             value: "hi there".into(),
         }];
-        ok.linux = Some(LinuxContainerConfig {
-            resources: Some(LinuxContainerResources {
-                oom_score_adj: 500,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let id2 = create(&mut cri, &pod, ok).await.unwrap();
-        start(&mut cri, &id2).await;
+        set_oom_score_adj(&mut ok, 500);
+        let id2 = create_started(&mut cri, &pod, ok).await;
         let s = wait_exited(&mut cri, &id2, Duration::from_secs(20)).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
-        let lines: Vec<String> = log_entries(&logs(&cri).join("c2.log"))
-            .into_iter()
-            .map(|e| e.2)
-            .collect();
+        let lines = log_lines(&cri, "c2.log");
         assert_eq!(lines, vec!["hi there", "500"]);
 
         // A negative score (kubelet's for Guaranteed pods) starts the
         // container even where the host refuses lowering scores (this
         // one): it then keeps the runtime's.
         let mut negative = container_config("c3", &image, "cat /proc/self/oom_score_adj");
-        negative.linux = Some(LinuxContainerConfig {
-            resources: Some(LinuxContainerResources {
-                oom_score_adj: -997,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let id3 = create(&mut cri, &pod, negative).await.unwrap();
-        start(&mut cri, &id3).await;
+        set_oom_score_adj(&mut negative, -997);
+        let id3 = create_started(&mut cri, &pod, negative).await;
         let s = wait_exited(&mut cri, &id3, Duration::from_secs(20)).await;
         assert_eq!(s.exit_code, 0);
         let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
@@ -306,25 +367,9 @@ fn a_container_logs_and_exits_with_its_code() {
         };
         assert!(list(running).await.is_empty());
 
-        cri.runtime
-            .remove_container(RemoveContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap();
-        let err = cri
-            .runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id,
-                verbose: false,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
+        remove_and_check_gone(&mut cri, &id).await;
         // Removing the pod removes its remaining container.
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        finish(cri, &[&pod.0]).await;
     });
 }
 
@@ -349,13 +394,7 @@ fn stop_kills_after_the_timeout_and_a_restart_keeps_containers() {
             ContainerState::ContainerRunning as i32
         );
         let t = Instant::now();
-        cri.runtime
-            .stop_container(StopContainerRequest {
-                container_id: stubborn.clone(),
-                timeout: 1,
-            })
-            .await
-            .unwrap();
+        stop(&mut cri, &stubborn, 1).await;
         assert!(t.elapsed() >= Duration::from_secs(1));
         let s = status(&mut cri, &stubborn).await;
         assert_eq!(s.state, ContainerState::ContainerExited as i32);
@@ -375,19 +414,10 @@ fn stop_kills_after_the_timeout_and_a_restart_keeps_containers() {
         .unwrap();
         start(&mut cri, &polite).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        cri.runtime
-            .stop_container(StopContainerRequest {
-                container_id: polite.clone(),
-                timeout: 30,
-            })
-            .await
-            .unwrap();
+        stop(&mut cri, &polite, 30).await;
         let s = status(&mut cri, &polite).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
-        let lines: Vec<String> = log_entries(&logs(&cri).join("polite.log"))
-            .into_iter()
-            .map(|e| e.2)
-            .collect();
+        let lines = log_lines(&cri, "polite.log");
         assert_eq!(lines, vec!["up", "bye"]);
 
         // The daemon restarts while a container runs: the container goes
@@ -405,15 +435,9 @@ fn stop_kills_after_the_timeout_and_a_restart_keeps_containers() {
         assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
         let s = wait_exited(&mut cri, &later, Duration::from_secs(20)).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
-        let lines: Vec<String> = log_entries(&logs(&cri).join("later.log"))
-            .into_iter()
-            .map(|e| e.2)
-            .collect();
+        let lines = log_lines(&cri, "later.log");
         assert_eq!(lines, vec!["done"]);
-
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        finish(cri, &[&pod.0]).await;
     });
 }
 
@@ -423,54 +447,40 @@ fn containers_in_two_pods_talk_over_the_pod_network() {
         let (_reg, _work, mut cri, image) = setup().await;
         let server_pod = run_pod(&mut cri, "server").await;
         let client_pod = run_pod(&mut cri, "client").await;
-        let server_ip = cri
-            .runtime
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: server_pod.0.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: server_pod.0.clone(),
+            verbose: false,
+        };
+        let response = cri.runtime.pod_sandbox_status(request).await.unwrap();
+        let server_ip = response
             .into_inner()
             .status
-            .unwrap()
-            .network
+            .and_then(|s| s.network)
             .unwrap()
             .ip;
 
         // busybox httpd serves the server pod's /etc (its hostname file);
         // a client container in the other pod fetches it by pod IP.
-        let server = create(
+        create_started(
             &mut cri,
             &server_pod,
             container_config("server", &image, "httpd -f -p 8080 -h /etc"),
         )
-        .await
-        .unwrap();
-        start(&mut cri, &server).await;
+        .await;
         let script = format!(
             "i=0; while [ $i -lt 100 ]; do wget -q -O - http://{server_ip}:8080/hostname && exit 0; i=$((i+1)); sleep 0.1; done; exit 1"
         );
-        let client = create(
+        let client = create_started(
             &mut cri,
             &client_pod,
             container_config("client", &image, &script),
         )
-        .await
-        .unwrap();
-        start(&mut cri, &client).await;
+        .await;
         let c = wait_exited(&mut cri, &client, Duration::from_secs(30)).await;
         assert_eq!(c.exit_code, 0, "{c:?}");
-        let lines: Vec<String> = log_entries(&logs(&cri).join("client.log"))
-            .into_iter()
-            .map(|e| e.2)
-            .collect();
+        let lines = log_lines(&cri, "client.log");
         assert_eq!(lines, vec!["host-server"]);
-
-        remove_pod(&mut cri, &server_pod.0).await;
-        remove_pod(&mut cri, &client_pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        finish(cri, &[&server_pod.0, &client_pod.0]).await;
     });
 }
 
@@ -501,15 +511,8 @@ fn exec_sync_runs_in_the_running_container() {
             &image,
             "echo state > /state; while true; do sleep 1; done",
         );
-        config.linux = Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                run_as_user: Some(Int64Value { value: 0 }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let id = create(&mut cri, &pod, config).await.unwrap();
-        start(&mut cri, &id).await;
+        run_as_root(&mut config);
+        let id = create_started(&mut cri, &pod, config).await;
 
         // The command sees the container's own files (its upper dir), the
         // image's layers and the pod's hostname; output and exit code
@@ -570,31 +573,23 @@ fn exec_sync_runs_in_the_running_container() {
 
         // A command overrunning its timeout is killed: DEADLINE_EXCEEDED.
         let t = Instant::now();
-        let err = exec(&mut cri, &id, &["sh", "-c", "sleep 30"], 1)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        refused(
+            exec(&mut cri, &id, &["sh", "-c", "sleep 30"], 1).await,
+            Code::DeadlineExceeded,
+        );
         assert!(t.elapsed() < Duration::from_secs(10));
 
-        let err = exec(&mut cri, &id, &[], 1).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
-        let err = exec(&mut cri, &"0".repeat(64), &["true"], 1)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
-        cri.runtime
-            .stop_container(StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 0,
-            })
-            .await
-            .unwrap();
-        let err = exec(&mut cri, &id, &["true"], 1).await.unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition);
-
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        refused(exec(&mut cri, &id, &[], 1).await, Code::InvalidArgument);
+        refused(
+            exec(&mut cri, &"0".repeat(64), &["true"], 1).await,
+            Code::NotFound,
+        );
+        stop(&mut cri, &id, 0).await;
+        refused(
+            exec(&mut cri, &id, &["true"], 1).await,
+            Code::FailedPrecondition,
+        );
+        finish(cri, &[&pod.0]).await;
     });
 }
 
@@ -605,27 +600,31 @@ fn bad_container_requests_get_named_errors() {
         let pod = run_pod(&mut cri, "bad").await;
 
         let unknown_pod = (String::from("f00d"), pod.1.clone());
-        let err = create(
-            &mut cri,
-            &unknown_pod,
-            container_config("x", &image, "true"),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound, "{err:?}");
-        let err = create(
-            &mut cri,
-            &pod,
-            container_config("x", "no/such:image", "true"),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        refused(
+            create(
+                &mut cri,
+                &unknown_pod,
+                container_config("x", &image, "true"),
+            )
+            .await,
+            Code::NotFound,
+        );
+        let err = refused(
+            create(
+                &mut cri,
+                &pod,
+                container_config("x", "no/such:image", "true"),
+            )
+            .await,
+            Code::NotFound,
+        );
         assert!(err.message().contains("no/such:image"));
         let mut nameless = container_config("x", &image, "true");
         nameless.metadata = None;
-        let err = create(&mut cri, &pod, nameless).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = refused(
+            create(&mut cri, &pod, nameless).await,
+            Code::InvalidArgument,
+        );
         assert!(err.message().contains("config.metadata.name"), "{err:?}");
         let mut no_image = container_config("x", &image, "true");
         no_image.image = None;
@@ -635,51 +634,48 @@ fn bad_container_requests_get_named_errors() {
         let first = create(&mut cri, &pod, container_config("dup", &image, "true"))
             .await
             .unwrap();
-        let err = create(&mut cri, &pod, container_config("dup", &image, "true"))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::AlreadyExists);
+        let err = refused(
+            create(&mut cri, &pod, container_config("dup", &image, "true")).await,
+            Code::AlreadyExists,
+        );
         assert!(err.message().contains(&first));
 
         let unknown = "0".repeat(64);
-        let err = cri
-            .runtime
-            .start_container(StartContainerRequest {
-                container_id: unknown.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
-        let err = cri
-            .runtime
-            .stop_container(StopContainerRequest {
-                container_id: unknown.clone(),
-                timeout: 0,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
+        refused(
+            cri.runtime
+                .start_container(StartContainerRequest {
+                    container_id: unknown.clone(),
+                })
+                .await,
+            Code::NotFound,
+        );
+        refused(
+            cri.runtime
+                .stop_container(StopContainerRequest {
+                    container_id: unknown.clone(),
+                    timeout: 0,
+                })
+                .await,
+            Code::NotFound,
+        );
         cri.runtime
             .remove_container(RemoveContainerRequest {
                 container_id: unknown,
             })
             .await
             .unwrap();
-
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        finish(cri, &[&pod.0]).await;
     });
 }
 
 fn with_memory_limit(mut config: ContainerConfig, bytes: i64) -> ContainerConfig {
-    config.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
+    set_resources(
+        &mut config,
+        LinuxContainerResources {
             memory_limit_in_bytes: bytes,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     config
 }
 
@@ -692,19 +688,14 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
         let script = "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo survived ${#x}";
 
         let roomy = with_memory_limit(container_config("roomy", &image, script), 256 << 20);
-        let id = create(&mut cri, &pod, roomy).await.unwrap();
-        start(&mut cri, &id).await;
+        let id = create_started(&mut cri, &pod, roomy).await;
         let s = wait_exited(&mut cri, &id, Duration::from_secs(60)).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
-        let lines: Vec<String> = log_entries(&logs(&cri).join("roomy.log"))
-            .into_iter()
-            .map(|e| e.2)
-            .collect();
+        let lines = log_lines(&cri, "roomy.log");
         assert_eq!(lines, vec!["survived 48000000"]);
 
         let tight = with_memory_limit(container_config("tight", &image, script), 16 << 20);
-        let id = create(&mut cri, &pod, tight).await.unwrap();
-        start(&mut cri, &id).await;
+        let id = create_started(&mut cri, &pod, tight).await;
         let s = wait_exited(&mut cri, &id, Duration::from_secs(60)).await;
         assert_eq!(
             (s.exit_code, s.reason.as_str()),
@@ -718,27 +709,16 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
         );
 
         // A SIGKILL from StopContainer is 137 too, but no OOM.
-        let id = create(
+        let id = create_started(
             &mut cri,
             &pod,
             container_config("killed", &image, "sleep 60"),
         )
-        .await
-        .unwrap();
-        start(&mut cri, &id).await;
-        cri.runtime
-            .stop_container(StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 0,
-            })
-            .await
-            .unwrap();
+        .await;
+        stop(&mut cri, &id, 0).await;
         let s = status(&mut cri, &id).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"), "{s:?}");
-
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        finish(cri, &[&pod.0]).await;
     });
 }
 
@@ -752,16 +732,7 @@ fn stop_sends_the_images_stop_signal() {
             "kiln/busybox:usr1",
         );
         let usr1_image = format!("{}/kiln/busybox:usr1", reg.addr);
-        cri.images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: usr1_image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        pull(&mut cri, &usr1_image).await;
         let pod = run_pod(&mut cri, "signals").await;
         let script = "trap 'echo got USR1; exit 0' USR1; trap 'echo got TERM; exit 1' TERM; \
                       echo up; while true; do sleep 0.1; done";
@@ -771,30 +742,15 @@ fn stop_sends_the_images_stop_signal() {
             (&image, "term", 1, "got TERM"),
         ];
         for (image, name, code, line) in cases {
-            let id = create(&mut cri, &pod, container_config(name, image, script))
-                .await
-                .unwrap();
-            start(&mut cri, &id).await;
+            let id = create_started(&mut cri, &pod, container_config(name, image, script)).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
-            cri.runtime
-                .stop_container(StopContainerRequest {
-                    container_id: id.clone(),
-                    timeout: 30,
-                })
-                .await
-                .unwrap();
+            stop(&mut cri, &id, 30).await;
             let s = status(&mut cri, &id).await;
             assert_eq!(s.exit_code, code, "{name}: {s:?}");
-            let lines: Vec<String> = log_entries(&logs(&cri).join(format!("{name}.log")))
-                .into_iter()
-                .map(|e| e.2)
-                .collect();
+            let lines = log_lines(&cri, &format!("{name}.log"));
             assert_eq!(lines, vec!["up", line], "{name}");
         }
-
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        finish(cri, &[&pod.0]).await;
     });
 }
 
@@ -839,17 +795,7 @@ fn stats_report_cpu_memory_and_the_writable_layer() {
         let (_reg, _work, mut cri, image) = setup().await;
         let mut config = pod_config(&cri, "stats");
         config.labels = HashMap::from([("app".to_string(), "stats".to_string())]);
-        let id = cri
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
-        let pod = (id, config);
+        let pod = run_pod_with(&mut cri, config).await;
         let other = run_pod(&mut cri, "quiet").await;
 
         let busy = with_memory_limit(
@@ -863,13 +809,7 @@ fn stats_report_cpu_memory_and_the_writable_layer() {
             &image,
             "head -c 1000000 /dev/zero > /big; echo written; sleep 600",
         );
-        writer.linux = Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                run_as_user: Some(Int64Value { value: 0 }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        run_as_root(&mut writer);
         let writer = create(&mut cri, &pod, writer).await.unwrap();
         let done = create(&mut cri, &pod, container_config("done", &image, "true"))
             .await
@@ -904,12 +844,14 @@ fn stats_report_cpu_memory_and_the_writable_layer() {
         assert!(w.memory.unwrap().available_bytes.is_none());
 
         // Exited containers have no stats; unknown ones are NOT_FOUND.
-        let err = container_stats(&mut cri, &done).await.unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-        let err = container_stats(&mut cri, &"0".repeat(64))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        refused(
+            container_stats(&mut cri, &done).await,
+            Code::FailedPrecondition,
+        );
+        refused(
+            container_stats(&mut cri, &"0".repeat(64)).await,
+            Code::NotFound,
+        );
 
         // Filters.
         let mut running = vec![busy.clone(), writer.clone()];
@@ -992,19 +934,15 @@ fn stats_report_cpu_memory_and_the_writable_layer() {
         .await;
         assert_eq!(labelled.len(), 1);
         assert_eq!(labelled[0].attributes.as_ref().unwrap().id, pod.0);
-        let err = cri
-            .runtime
-            .pod_sandbox_stats(PodSandboxStatsRequest {
-                pod_sandbox_id: "f00d".into(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
-
-        remove_pod(&mut cri, &pod.0).await;
-        remove_pod(&mut cri, &other.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        refused(
+            cri.runtime
+                .pod_sandbox_stats(PodSandboxStatsRequest {
+                    pod_sandbox_id: "f00d".into(),
+                })
+                .await,
+            Code::NotFound,
+        );
+        finish(cri, &[&pod.0, &other.0]).await;
     });
 }
 
@@ -1030,8 +968,7 @@ fn update_container_resources_changes_the_running_limits() {
             container_config("grow", &image, "while true; do sleep 1; done"),
             16 << 20,
         );
-        let id = create(&mut cri, &pod, config).await.unwrap();
-        start(&mut cri, &id).await;
+        let id = create_started(&mut cri, &pod, config).await;
         // An exec joins the container's cgroup: 48 MB do not fit in 16 MiB.
         let alloc = [
             "sh",
@@ -1083,29 +1020,21 @@ fn update_container_resources_changes_the_running_limits() {
             (256 << 20, 50_000)
         );
 
-        let err = update(LinuxContainerResources {
-            memory_limit_in_bytes: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-        assert!(err.message().contains("memory_limit_in_bytes"), "{err:?}");
-        cri.runtime
-            .stop_container(StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 0,
+        let err = refused(
+            update(LinuxContainerResources {
+                memory_limit_in_bytes: -1,
+                ..Default::default()
             })
-            .await
-            .unwrap();
-        let err = update(LinuxContainerResources::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+            .await,
+            Code::InvalidArgument,
+        );
+        assert!(err.message().contains("memory_limit_in_bytes"), "{err:?}");
+        stop(&mut cri, &id, 0).await;
+        refused(
+            update(LinuxContainerResources::default()).await,
+            Code::FailedPrecondition,
+        );
+        finish(cri, &[&pod.0]).await;
     });
 }
 
@@ -1115,10 +1044,7 @@ fn reopen_container_log_follows_kubelets_rotation_without_losing_lines() {
         let (_reg, _work, mut cri, image) = setup().await;
         let pod = run_pod(&mut cri, "rotate").await;
         let script = "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.02; done";
-        let id = create(&mut cri, &pod, container_config("chatty", &image, script))
-            .await
-            .unwrap();
-        start(&mut cri, &id).await;
+        let id = create_started(&mut cri, &pod, container_config("chatty", &image, script)).await;
         let log = logs(&cri).join("chatty.log");
         let rotated = logs(&cri).join("chatty.log.1");
         let wait_lines = |path: PathBuf, n: usize| async move {
@@ -1140,13 +1066,7 @@ fn reopen_container_log_follows_kubelets_rotation_without_losing_lines() {
             .unwrap();
         assert!(log.exists());
         wait_lines(log.clone(), 10).await;
-        cri.runtime
-            .stop_container(StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 0,
-            })
-            .await
-            .unwrap();
+        stop(&mut cri, &id, 0).await;
 
         // Every line, in order, in exactly one of the two files.
         let old: Vec<String> = log_entries(&rotated).into_iter().map(|e| e.2).collect();
@@ -1156,16 +1076,14 @@ fn reopen_container_log_follows_kubelets_rotation_without_losing_lines() {
         let want: Vec<String> = (0..all.len()).map(|i| format!("line{i}")).collect();
         assert_eq!(all, want);
 
-        let err = cri
-            .runtime
-            .reopen_container_log(ReopenContainerLogRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-        remove_pod(&mut cri, &pod.0).await;
-        assert_clean(&cri);
-        cri.stop().await;
+        refused(
+            cri.runtime
+                .reopen_container_log(ReopenContainerLogRequest {
+                    container_id: id.clone(),
+                })
+                .await,
+            Code::FailedPrecondition,
+        );
+        finish(cri, &[&pod.0]).await;
     });
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use common::oci::{self, node_arch};
 use common::proxy::{Cut, Proxy};
 use common::registry::Registry;
-use common::{in_netns, push_busybox, Cri};
+use common::{in_netns, push_busybox, refused, Cri};
 use kiln_cri::image::digest::{chain_ids, Digest};
 use kiln_cri::proto::v1::*;
 use tonic::Code;
@@ -96,12 +96,10 @@ fn pull_list_status_remove_and_collect() {
             (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
             ("kiln-cri", "v1")
         );
-        let err = cri
-            .runtime
-            .attach(AttachRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unimplemented);
+        refused(
+            cri.runtime.attach(AttachRequest::default()).await,
+            Code::Unimplemented,
+        );
 
         // Pull by tag: the image ID is the config digest.
         let id = config_digest(&layout, &built.busybox);
@@ -310,11 +308,15 @@ fn bad_requests_get_named_errors() {
     in_netns(|| async {
         let reg = Registry::start(None).await;
         let mut cri = Cri::start(std::slice::from_ref(&reg.addr)).await;
-        let err = cri.images.pull_image(pull_req("", None)).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = refused(
+            cri.images.pull_image(pull_req("", None)).await,
+            Code::InvalidArgument,
+        );
         assert!(err.message().contains("image.image"), "{}", err.message());
-        let err = pull(&mut cri, "repo/Not:Valid:Ref").await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        refused(
+            pull(&mut cri, "repo/Not:Valid:Ref").await,
+            Code::InvalidArgument,
+        );
         let err = pull(&mut cri, &format!("{}/kiln/absent:1", reg.addr))
             .await
             .unwrap_err();

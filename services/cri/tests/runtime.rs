@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{in_netns, Cri};
+use common::{in_netns, refused, Cri};
 use kiln_cri::proto::v1::*;
 use tonic::Code;
 
@@ -45,12 +45,7 @@ fn write_config(cri: &Cri, name: &str, text: &str) -> PathBuf {
 
 fn pod(name: &str, app: &str) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
+        metadata: common::pod_metadata(name),
         hostname: name.into(),
         labels: HashMap::from([("app".to_string(), app.to_string())]),
         ..Default::default()
@@ -196,8 +191,7 @@ fn two_pods_on_a_bridge_reach_each_other() {
             cond.message.contains("no network configuration"),
             "{cond:?}"
         );
-        let err = run(&mut cri, pod("early", "x")).await.unwrap_err();
-        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        refused(run(&mut cri, pod("early", "x")).await, Code::Unavailable);
         assert_clean(&cri);
 
         write_config(&cri, "10-kiln.conflist", &bridge_conflist(&ipam, ""));
@@ -284,12 +278,7 @@ fn two_pods_on_a_bridge_reach_each_other() {
         assert_eq!(list(&mut cri, Some(not_ready)).await, vec![a.clone()]);
 
         for id in [&a, &b] {
-            cri.runtime
-                .remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: id.to_string(),
-                })
-                .await
-                .unwrap();
+            cri.remove_pod(id).await;
         }
         assert!(list(&mut cri, None).await.is_empty());
         assert_eq!(leases(&ipam), Vec::<String>::new());
@@ -332,12 +321,7 @@ fn a_restart_keeps_pods_and_deletes_with_the_cached_config() {
         // used, cached with the sandbox, and frees the lease.
         std::fs::remove_file(conf).unwrap();
         assert!(!network_ready(&mut cri).await.status);
-        cri.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await
-            .unwrap();
+        cri.remove_pod(&id).await;
         assert_eq!(leases(&ipam), Vec::<String>::new());
         assert_clean(&cri);
         cri.stop().await;
@@ -371,10 +355,7 @@ fn a_host_network_pod_skips_cni() {
         let ns = cri.state().join("ns").join(&id);
         assert!(!ns.join("net").exists() && !ns.join("uts").exists());
         assert!(ns.join("ipc").exists());
-        cri.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-            .await
-            .unwrap();
+        cri.remove_pod(&id).await;
         assert_clean(&cri);
         cri.stop().await;
     });
@@ -386,78 +367,67 @@ fn bad_requests_get_named_errors_and_leak_nothing() {
         let mut cri = Cri::start(&[]).await;
         let ipam = cri.dir.path().join("ipam");
 
-        let err = cri
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = refused(
+            cri.runtime
+                .run_pod_sandbox(RunPodSandboxRequest::default())
+                .await,
+            Code::InvalidArgument,
+        );
         assert!(err.message().contains("config"), "{err:?}");
         let mut no_meta = pod("x", "x");
         no_meta.metadata = None;
-        let err = run(&mut cri, no_meta).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = refused(run(&mut cri, no_meta).await, Code::InvalidArgument);
         assert!(err.message().contains("config.metadata"), "{err:?}");
         let mut no_uid = pod("x", "x");
         no_uid.metadata.as_mut().unwrap().uid.clear();
         let err = run(&mut cri, no_uid).await.unwrap_err();
         assert!(err.message().contains("config.metadata.uid"), "{err:?}");
-        let err = cri
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(host_network(pod("x", "x"))),
-                runtime_handler: "kata".into(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = refused(
+            cri.runtime
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(host_network(pod("x", "x"))),
+                    runtime_handler: "kata".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+        );
         assert!(err.message().contains("runtime_handler"), "{err:?}");
 
         // Unknown IDs: NOT_FOUND, but remove is idempotent.
         let unknown = "0".repeat(64);
-        let err = cri
-            .runtime
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: unknown.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
-        let err = cri
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: unknown.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
-        cri.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: unknown,
-            })
-            .await
-            .unwrap();
-        let err = cri
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        refused(
+            cri.runtime
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: unknown.clone(),
+                    verbose: false,
+                })
+                .await,
+            Code::NotFound,
+        );
+        refused(
+            cri.runtime
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: unknown.clone(),
+                })
+                .await,
+            Code::NotFound,
+        );
+        cri.remove_pod(&unknown).await;
+        refused(
+            cri.runtime
+                .stop_pod_sandbox(StopPodSandboxRequest::default())
+                .await,
+            Code::InvalidArgument,
+        );
 
         // A duplicate name is refused while the first sandbox exists.
         let first = run(&mut cri, host_network(pod("dup", "x"))).await.unwrap();
-        let err = run(&mut cri, host_network(pod("dup", "x")))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::AlreadyExists);
+        let err = refused(
+            run(&mut cri, host_network(pod("dup", "x"))).await,
+            Code::AlreadyExists,
+        );
         assert!(err.message().contains(&first), "{err:?}");
-        cri.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: first,
-            })
-            .await
-            .unwrap();
+        cri.remove_pod(&first).await;
 
         // A chain whose second plugin fails after the bridge set the pod
         // up: the error names the plugin, and the bridge's part is undone.
@@ -468,8 +438,7 @@ fn bad_requests_get_named_errors_and_leak_nothing() {
             "10-kiln.conflist",
             &bridge_conflist(&ipam, bad_sysctl),
         );
-        let err = run(&mut cri, pod("tuned", "x")).await.unwrap_err();
-        assert_eq!(err.code(), Code::Unavailable);
+        let err = refused(run(&mut cri, pod("tuned", "x")).await, Code::Unavailable);
         assert!(err.message().contains("tuning ADD failed"), "{err:?}");
         assert_eq!(leases(&ipam), Vec::<String>::new());
 
@@ -490,12 +459,10 @@ fn bad_requests_get_named_errors_and_leak_nothing() {
         assert!(cond.message.contains("`name`"), "{cond:?}");
 
         // Attach is not written yet: UNIMPLEMENTED, not a fake.
-        let err = cri
-            .runtime
-            .attach(AttachRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unimplemented);
+        refused(
+            cri.runtime.attach(AttachRequest::default()).await,
+            Code::Unimplemented,
+        );
 
         assert!(list(&mut cri, None).await.is_empty());
         assert_clean(&cri);

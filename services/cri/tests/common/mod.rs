@@ -18,9 +18,11 @@ use hyper_util::rt::TokioIo;
 use kiln_cri::image::ImageStore;
 use kiln_cri::proto::v1::image_service_client::ImageServiceClient;
 use kiln_cri::proto::v1::runtime_service_client::RuntimeServiceClient;
+use kiln_cri::proto::v1::{PodSandboxMetadata, RemovePodSandboxRequest};
 use kiln_cri::runtime::cni::Cni;
 use kiln_cri::runtime::{Runtime, RuntimeConfig};
 use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
 
 /// Runs `f` in a fresh network namespace (this test thread only; the
 /// runtime's threads and every child process inherit it) with loopback up.
@@ -126,6 +128,15 @@ impl Cri {
         v
     }
 
+    pub async fn remove_pod(&mut self, id: &str) {
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
     pub async fn stop(mut self) {
         self.shutdown().await;
     }
@@ -140,24 +151,31 @@ impl Cri {
     }
 }
 
+/// Connects once the server listens: after a restart the old socket file
+/// is there before the new server binds it, so refusals are retried.
 async fn connect(socket: &Path) -> Channel {
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
+    let path = socket.to_path_buf();
+    let endpoint = Endpoint::try_from("http://[::]:50051").unwrap();
+    let mut tries = 0;
+    loop {
+        let path = path.clone();
+        let connected = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await;
+        match connected {
+            Ok(channel) => return channel,
+            Err(e) if tries == 250 => panic!("{}: {e:?}", socket.display()),
+            Err(_) => tries += 1,
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let path = socket.to_path_buf();
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
 }
 
 /// Builds the test images (`oci::build`) and pushes `busybox` as
@@ -167,6 +185,23 @@ pub fn push_busybox(reg: &registry::Registry) -> (tempfile::TempDir, oci::Layout
     let (layout, built) = oci::build(&work.path().join("layout"));
     reg.push(&layout.dir, "busybox", "kiln/busybox:1");
     (work, layout, built)
+}
+
+/// A pod's metadata: `name` in the default namespace, uid `uid-<name>`.
+pub fn pod_metadata(name: &str) -> Option<PodSandboxMetadata> {
+    Some(PodSandboxMetadata {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        namespace: "default".into(),
+        attempt: 0,
+    })
+}
+
+/// The error a call must end in, checked to be `code`.
+pub fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), code, "{err:?}");
+    err
 }
 
 /// A free TCP port on 127.0.0.1 (in the test's namespace).

@@ -14,6 +14,21 @@ fn image() -> RunConfig {
     }
 }
 
+/// The spec for `c` alone: no image config, namespaces or pod files.
+fn build_bare(c: &ContainerConfig, rootfs: &std::path::Path) -> Result<Spec, RuntimeError> {
+    build(&Inputs {
+        config: c,
+        image: &RunConfig::default(),
+        rootfs,
+        net: None,
+        ipc: None,
+        uts: None,
+        cgroups_path: "/t".into(),
+        oom_score_adj: None,
+        pod_files: Vec::new(),
+    })
+}
+
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -56,18 +71,7 @@ fn capabilities_add_drop_and_privileged() {
             }),
             ..Default::default()
         };
-        let spec = build(&Inputs {
-            config: &c,
-            image: &RunConfig::default(),
-            rootfs: dir.path(),
-            net: None,
-            ipc: None,
-            uts: None,
-            cgroups_path: "/t".into(),
-            oom_score_adj: None,
-            pod_files: Vec::new(),
-        })
-        .unwrap();
+        let spec = build_bare(&c, dir.path()).unwrap();
         spec.process()
             .as_ref()
             .unwrap()
@@ -101,20 +105,10 @@ fn no_command_and_unknown_capabilities_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = ContainerConfig::default();
     let inputs = |c: &ContainerConfig| {
-        build(&Inputs {
-            config: c,
-            image: &RunConfig::default(),
-            rootfs: dir.path(),
-            net: None,
-            ipc: None,
-            uts: None,
-            cgroups_path: "/t".into(),
-            oom_score_adj: None,
-            pod_files: Vec::new(),
-        })
-        .map(|_| ())
-        .unwrap_err()
-        .to_string()
+        build_bare(c, dir.path())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
     };
     assert!(inputs(&c).starts_with("config.command: no command"));
     c.command = strs(&["/x"]);

@@ -9,18 +9,13 @@ use tonic::Status;
 use super::status as to_status;
 use crate::proto::v1::*;
 use crate::runtime::container::ContainerView;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::Runtime;
 
 pub async fn create(
     rt: &Arc<Runtime>,
     req: CreateContainerRequest,
 ) -> Result<CreateContainerResponse, Status> {
-    let config = req.config.ok_or_else(|| {
-        to_status(RuntimeError::Invalid {
-            field: "config",
-            problem: "is required".into(),
-        })
-    })?;
+    let config = super::required(req.config, "config", "is required")?;
     let id = rt
         .create_container(&req.pod_sandbox_id, config)
         .await
@@ -146,12 +141,11 @@ pub async fn update(
     rt: &Runtime,
     req: UpdateContainerResourcesRequest,
 ) -> Result<UpdateContainerResourcesResponse, Status> {
-    let resources = req.linux.ok_or_else(|| {
-        to_status(RuntimeError::Invalid {
-            field: "linux",
-            problem: "is required (Windows resources are not supported)".into(),
-        })
-    })?;
+    let resources = super::required(
+        req.linux,
+        "linux",
+        "is required (Windows resources are not supported)",
+    )?;
     rt.update_container_resources(&req.container_id, resources)
         .await
         .map_err(to_status)?;

@@ -50,6 +50,16 @@ fn status(e: RuntimeError) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// A request field kubelet must send, or INVALID_ARGUMENT naming it.
+fn required<T>(value: Option<T>, field: &'static str, problem: &str) -> Result<T, Status> {
+    value.ok_or_else(|| {
+        status(RuntimeError::Invalid {
+            field,
+            problem: problem.into(),
+        })
+    })
+}
+
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
     async fn version(

@@ -9,18 +9,13 @@ use tonic::Status;
 use super::status as to_status;
 use crate::proto::v1::*;
 use crate::runtime::record::State;
-use crate::runtime::{Runtime, RuntimeError, SandboxView};
+use crate::runtime::{Runtime, SandboxView};
 
 pub async fn run(
     rt: &std::sync::Arc<Runtime>,
     req: RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
-    let config = req.config.ok_or_else(|| {
-        to_status(RuntimeError::Invalid {
-            field: "config",
-            problem: "is required".into(),
-        })
-    })?;
+    let config = super::required(req.config, "config", "is required")?;
     let id = rt
         .run_sandbox(config, &req.runtime_handler)
         .await
